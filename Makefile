@@ -1,0 +1,47 @@
+# The only ways in. README's Quick start and .ci/run call these targets.
+#   make run    - the relay on 127.0.0.1:8000, in-memory state, page at /
+#   make test   - the whole suite (installs Python deps, web assets, redis-server and Chromium if missing)
+#   make bench  - the relay beside the Node peer (see BENCHMARKS.md)
+#   make demo   - dev only: the relay plus a fake gateway emitting fake QRs
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+VENDOR := web/vendor/socket.io.esm.min.js
+
+.PHONY: run test bench demo web deps clean
+
+$(VENV)/.run: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.run
+	$(PIP) install -e '.[test]'
+	touch $@
+
+# socket.io-client comes from npm (pinned by web/package-lock.json), never hand-written.
+$(VENDOR): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p web/vendor
+	cp web/node_modules/socket.io-client/dist/socket.io.esm.min.js $(VENDOR)
+
+web: $(VENDOR)
+
+deps:
+	scripts/system-deps.sh
+
+run: $(VENV)/.run web
+	$(VENV)/bin/relay serve
+
+demo: $(VENV)/.run web
+	$(VENV)/bin/relay demo
+
+test: deps $(VENV)/.test web
+	$(PY) -m pytest
+
+bench: deps $(VENV)/.test web
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) web/node_modules web/vendor artifacts .pytest_cache

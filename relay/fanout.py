@@ -1,0 +1,202 @@
+"""Local fan-out: from an instance's channel to this worker's viewers (Socket.IO rooms and SSE).
+
+One subscription per instance per process, counted: subscribe on the first local viewer,
+unsubscribe on the last (broadcaster / centrifuge hub). Each update is decoded once and encoded
+once for all Socket.IO viewers of the instance (python-socketio encodes a room emit once).
+Queues are bounded: an SSE stream only ever holds the newest snapshot (a latest-state channel
+needs nothing older), and a Socket.IO viewer whose send queue keeps growing is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import socketio
+
+from .errors import RelayError, StoreUnavailable
+from .metrics import Metrics
+from .snapshot import Snapshot, blank, encode, live, now_ms
+from .state import Broker, StateStore
+
+log = logging.getLogger("relay.fanout")
+MAX_QUEUED_PACKETS = 64  # ~400 KB of QR updates; a viewer this far behind is gone or too slow.
+
+
+class SSEViewer:
+    """One SSE stream: a single slot holding the newest snapshot not yet written."""
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, str] | None = None
+        self.last_seq = -1
+        self.wakeup = asyncio.Event()
+
+    def offer(self, seq: int, payload: str) -> None:
+        if seq >= self.last_seq and (self.pending is None or seq >= self.pending[0]):
+            self.pending = (seq, payload)
+            self.wakeup.set()
+
+
+class Hub:
+    """Who watches what on this worker, and how updates reach them."""
+
+    def __init__(self, sio: socketio.AsyncServer, store: StateStore, broker: Broker, metrics: Metrics,
+                 default_upstream: str):
+        self.sio = sio
+        self.store = store
+        self.broker = broker
+        self.metrics = metrics
+        self.default_upstream = default_upstream
+        self._counts: dict[str, int] = defaultdict(int)
+        self._subscribing: dict[str, asyncio.Task[None]] = {}
+        self._rooms: dict[str, set[str]] = defaultdict(set)  # sid -> instances
+        self._sse: dict[str, set[SSEViewer]] = defaultdict(set)
+        # Set while the relay cannot serve fresh state (e.g. Redis down); shown to viewers.
+        self.degraded: str | None = None
+
+    # -- viewers ---------------------------------------------------------------------------
+    async def _add(self, instance: str) -> None:
+        self._counts[instance] += 1
+        task = self._subscribing.get(instance)
+        if task is None:
+            task = asyncio.ensure_future(self.broker.subscribe(instance))
+            self._subscribing[instance] = task
+            self.metrics.subscribed.set(len(self._subscribing))
+        # Subscribed before the snapshot is read, so no update can fall in between.
+        await asyncio.shield(task)
+
+    async def _remove(self, instance: str) -> None:
+        self._counts[instance] -= 1
+        if self._counts[instance] > 0:
+            return
+        del self._counts[instance]
+        self._subscribing.pop(instance, None)
+        self.metrics.subscribed.set(len(self._subscribing))
+        await self.broker.unsubscribe(instance)
+
+    async def join(self, sid: str, instance: str) -> Snapshot:
+        """Add a Socket.IO viewer to an instance; returns the current snapshot for the ack."""
+        if instance not in self._rooms[sid]:
+            self._rooms[sid].add(instance)
+            await self.sio.enter_room(sid, instance)
+            await self._add(instance)
+        return await self.snapshot(instance)
+
+    async def leave(self, sid: str, instance: str) -> None:
+        if instance in self._rooms.get(sid, ()):
+            self._rooms[sid].discard(instance)
+            await self.sio.leave_room(sid, instance)
+            await self._remove(instance)
+
+    async def leave_all(self, sid: str) -> None:
+        for instance in list(self._rooms.pop(sid, ())):
+            await self._remove(instance)
+
+    async def sse(self, instance: str, keepalive: float) -> AsyncIterator[tuple[int, str] | None]:
+        """(seq, snapshot JSON) for one SSE stream, the current snapshot first; None every
+        ``keepalive`` seconds of silence (so proxies keep the stream open)."""
+        viewer = SSEViewer()
+        self._sse[instance].add(viewer)
+        self.metrics.viewers.inc()
+        try:
+            await self._add(instance)
+            first = await self.snapshot(instance)
+            viewer.offer(first["seq"], encode(first))
+            while True:
+                try:
+                    await asyncio.wait_for(viewer.wakeup.wait(), keepalive)
+                except asyncio.TimeoutError:
+                    yield None
+                    continue
+                viewer.wakeup.clear()
+                if viewer.pending is None:
+                    continue
+                seq, payload = viewer.pending
+                viewer.pending = None
+                viewer.last_seq = seq
+                yield seq, payload
+        finally:
+            self._sse[instance].discard(viewer)
+            if not self._sse[instance]:
+                del self._sse[instance]
+            self.metrics.viewers.dec()
+            await self._remove(instance)
+
+    # -- state -------------------------------------------------------------------------------
+    async def snapshot(self, instance: str) -> Snapshot:
+        """The snapshot to show now: stored or blank, never with an expired QR."""
+        try:
+            stored = await self.store.get(instance)
+        except RelayError:
+            raise
+        except Exception as exc:  # a store outage must reach the caller as a clear 503
+            self.metrics.store_errors.inc()
+            raise StoreUnavailable(f"state store unavailable: {exc.__class__.__name__}") from exc
+        snap = live(stored) if stored is not None else blank(instance, self.default_upstream)
+        return self._overlay(snap)
+
+    def _overlay(self, snap: Snapshot) -> Snapshot:
+        if self.degraded is None:
+            return snap
+        copy = dict(snap)
+        copy["upstream"] = {"name": snap["upstream"]["name"], "ok": False, "detail": self.degraded}
+        return copy  # type: ignore[return-value]
+
+    # -- delivery ----------------------------------------------------------------------------
+    async def deliver(self, instance: str, payload: str) -> None:
+        """A message from the instance's channel: hand it to every local viewer."""
+        try:
+            snap = json.loads(payload)
+            seq = int(snap["seq"])
+        except (ValueError, KeyError, TypeError):
+            log.error("dropped a malformed message on the channel of one instance")
+            return
+        if snap.get("updatedAt"):
+            self.metrics.lag.observe(max(0.0, (now_ms() - snap["updatedAt"]) / 1000))
+        if self.degraded is not None:
+            snap = self._overlay(snap)
+            payload = encode(snap)
+        sse = self._sse.get(instance, ())
+        for viewer in sse:
+            viewer.offer(seq, payload)
+        room = self.sio.manager.rooms.get("/", {}).get(instance)
+        count = len(room) if room else 0
+        if count:
+            await self.sio.emit("update", snap, room=instance)
+        self.metrics.delivered.inc(count + len(sse))
+
+    async def resume(self, instances: list[str]) -> None:
+        """After a gap in the channel (listener reconnected), push fresh snapshots to viewers."""
+        for instance in instances:
+            if self._counts.get(instance):
+                try:
+                    snap = await self.snapshot(instance)
+                except RelayError as exc:
+                    log.warning("resync of one instance failed: %s", exc.detail)
+                    continue
+                await self.deliver(instance, encode(snap))
+
+    async def refresh_all(self) -> None:
+        """Re-send every watched instance (e.g. when the relay becomes degraded or recovers)."""
+        await self.resume(list(self._counts))
+
+    @property
+    def watched(self) -> list[str]:
+        return list(self._counts)
+
+    async def evict_slow_viewers(self, interval: float = 1.0) -> None:
+        """Disconnect Socket.IO viewers whose send queue keeps growing (bounded memory)."""
+        while True:
+            await asyncio.sleep(interval)
+            for eio_sid, sock in list(self.sio.eio.sockets.items()):
+                queue = getattr(sock, "queue", None)
+                if queue is not None and queue.qsize() > MAX_QUEUED_PACKETS:
+                    log.warning("disconnecting a viewer that fell %d updates behind", queue.qsize())
+                    self.metrics.slow_viewers.inc()
+                    try:
+                        await sock.close(wait=False, abort=True)
+                    except Exception:  # it is going away either way
+                        log.debug("closing a slow viewer failed", exc_info=True)

@@ -1,0 +1,57 @@
+"""Prometheus metrics, one registry per app (tests run several apps in one process)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger("relay.metrics")
+
+
+class Metrics:
+    """The relay's instruments. Values are per worker process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.viewers = Gauge("relay_viewers", "Connected viewers (Socket.IO and SSE)", registry=r)
+        self.subscribed = Gauge("relay_subscribed_instances",
+                                "Instances this worker is subscribed to (has viewers of)", registry=r)
+        self.webhooks = Counter("relay_webhooks_total", "Gateway events received",
+                                ["upstream", "event", "outcome"], registry=r)
+        self.delivered = Counter("relay_updates_delivered_total",
+                                 "Snapshot updates handed to local viewers (per viewer)", registry=r)
+        self.lag = Histogram("relay_delivery_lag_seconds",
+                             "From the event being stored to its fan-out on this worker",
+                             buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5),
+                             registry=r)
+        self.listener_up = Gauge("relay_listener_up", "1 while the pub/sub listener is connected",
+                                 registry=r)
+        self.store_errors = Counter("relay_store_errors_total", "Failed state-store (Redis) operations",
+                                    registry=r)
+        self.upstream_up = Gauge("relay_upstream_up", "1 while the gateway is reachable", ["upstream"],
+                                 registry=r)
+        self.slow_viewers = Counter("relay_slow_viewers_disconnected_total",
+                                    "Viewers disconnected because they could not keep up", registry=r)
+        self.loop_lag_max = Gauge("relay_loop_lag_max_seconds",
+                                  "Longest event-loop stall seen since the previous scrape", registry=r)
+        self._lag_peak = 0.0
+
+    def render(self) -> bytes:
+        self.loop_lag_max.set(self._lag_peak)
+        self._lag_peak = 0.0
+        return generate_latest(self.registry)
+
+    async def watch_loop_lag(self, interval: float = 0.02) -> None:
+        """Measure event-loop stalls (GC pauses, blocking calls): how late a short sleep wakes."""
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(interval)
+            late = time.perf_counter() - start - interval
+            if late > self._lag_peak:
+                self._lag_peak = late
+            if late > 0.25:
+                log.warning("event loop stalled for %.0f ms", late * 1000)

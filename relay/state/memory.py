@@ -1,0 +1,89 @@
+"""In-process state and broker: the embedded default (one worker) and the fast test double."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+
+from ..snapshot import Event, Record, Snapshot, apply, encode
+from . import OnMessage, OnResume
+
+log = logging.getLogger("relay.state")
+DEDUPE_TTL = 30 * 60.0  # Evolution retries for up to ~20 minutes (protocols §2.5).
+DEDUPE_MAX = 100_000
+
+
+class MemoryBroker:
+    """Delivers published snapshots straight to this process's subscribers."""
+
+    def __init__(self) -> None:
+        self.healthy = True
+        self._channels: set[str] = set()
+        self._on_message: OnMessage | None = None
+
+    async def start(self, on_message: OnMessage, on_resume: OnResume) -> None:
+        self._on_message = on_message
+
+    async def subscribe(self, instance: str) -> None:
+        self._channels.add(instance)
+
+    async def unsubscribe(self, instance: str) -> None:
+        self._channels.discard(instance)
+
+    async def publish(self, instance: str, payload: str) -> None:
+        if instance in self._channels and self._on_message is not None:
+            await self._on_message(instance, payload)
+
+    async def close(self) -> None:
+        self._channels.clear()
+
+
+class MemoryState:
+    """Latest record per instance in a dict. ``apply`` has no await before its write, so it is
+    atomic on the event loop without a lock."""
+
+    def __init__(self, broker: MemoryBroker, *, qr_ttl: float, default_upstream: str = "evolution"):
+        self.broker = broker
+        self.qr_ttl_ms = int(qr_ttl * 1000)
+        self.default_upstream = default_upstream
+        self._records: dict[str, Record] = {}
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    async def get(self, instance: str) -> Snapshot | None:
+        record = self._records.get(instance)
+        return record.snapshot if record else None
+
+    async def instances(self) -> list[str]:
+        return list(self._records)
+
+    def _is_duplicate(self, key: str | None) -> bool:
+        now = time.monotonic()
+        while self._seen and (next(iter(self._seen.values())) < now or len(self._seen) > DEDUPE_MAX):
+            self._seen.popitem(last=False)
+        if key is None:
+            return False
+        if key in self._seen:
+            return True
+        self._seen[key] = now + DEDUPE_TTL
+        return False
+
+    async def apply(self, event: Event) -> Snapshot | None:
+        if self._is_duplicate(event.dedupe_key):
+            return None
+        result = apply(self._records.get(event.instance), event, qr_ttl_ms=self.qr_ttl_ms,
+                       default_upstream=self.default_upstream)
+        if result is None:
+            return None
+        record, changed = result
+        self._records[event.instance] = record
+        if not changed:
+            return None
+        await self.broker.publish(event.instance, encode(record.snapshot))
+        return record.snapshot
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._records.clear()

@@ -1,0 +1,142 @@
+"""Webhooks in: authenticate, bound, parse, store, answer.
+
+Answers (DESIGN.md): 200 once the event is stored (or ignored), 400 with a reason for a body that
+is not a known event shape, 401 bad secret, 413 too large, 503 when it could not be stored or the
+relay is saturated, so the gateway retries and nothing accepted is lost. Never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .auth import webhook_allowed
+from .errors import BadEventError, RelayError
+from .routes import error, runtime
+from .snapshot import Event
+from .upstreams import evolution, wppconnect
+
+if TYPE_CHECKING:
+    from .app import Runtime
+
+log = logging.getLogger("relay.webhooks")
+Parser = Callable[[Any, "str | None"], "Event | None"]
+# How long a webhook may wait for a free slot before the relay says 503 (busy, retry later).
+SLOT_WAIT = 2.0
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def split_secret(rt: "Runtime", segments: list[str]) -> tuple[str | None, list[str]]:
+    """``/webhooks/<upstream>/{secret}[/{event-suffix}]``: peel the secret off when it is there."""
+    secret = rt.settings.webhook_secret
+    if secret is not None and segments and webhook_allowed(secret, None, segments[0]):
+        return segments[0], segments[1:]
+    return None, segments
+
+
+async def handle(request: Request, upstream: str, parse: Parser) -> Response:
+    rt = runtime(request)
+    segments = [s for s in request.path_params.get("rest", "").split("/") if s]
+    path_secret, rest = split_secret(rt, segments)
+    if not webhook_allowed(rt.settings.webhook_secret, request.headers.get("authorization"),
+                           path_secret):
+        rt.metrics.webhooks.labels(upstream, "-", "unauthorized").inc()
+        return error(401, "unauthorized", "missing or wrong webhook secret (send it as "
+                     "'Authorization: Bearer <secret>' or as the path segment after "
+                     f"/webhooks/{upstream}/)", {"WWW-Authenticate": "Bearer"})
+    try:
+        raw = await read_body(request, rt.settings.max_body)
+    except TooLarge:
+        rt.metrics.webhooks.labels(upstream, "-", "too_large").inc()
+        return error(413, "too_large", f"body over {rt.settings.max_body} bytes; subscribe the "
+                     "webhook to QR and connection events only")
+    except ClientDisconnect:
+        return Response(status_code=400)
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        rt.metrics.webhooks.labels(upstream, "-", "bad_json").inc()
+        return error(400, "bad_json", f"body is not JSON: {str(exc)[:120]}")
+    hint = request.query_params.get("session") or (rest[0] if upstream == "wppconnect" and rest else None)
+    try:
+        event = parse(body, hint)
+    except BadEventError as exc:
+        rt.metrics.webhooks.labels(upstream, "-", "bad_event").inc()
+        return error(400, exc.code, exc.detail)
+    if event is None:
+        name = body.get("event") if isinstance(body, dict) else None
+        rt.metrics.webhooks.labels(upstream, _label(name), "ignored").inc()
+        return JSONResponse({"ok": True, "ignored": True})
+    return await store(rt, upstream, event)
+
+
+async def store(rt: "Runtime", upstream: str, event: Event) -> Response:
+    """Store under a bounded number of concurrent writers; 503 (retry later) when saturated."""
+    try:
+        await asyncio.wait_for(rt.inflight.acquire(), SLOT_WAIT)
+    except asyncio.TimeoutError:
+        rt.metrics.webhooks.labels(upstream, event.cause, "busy").inc()
+        return error(503, "busy", "the relay is saturated; retry", {"Retry-After": "5"})
+    try:
+        updated = await rt.ingest(event)
+    except RelayError as exc:
+        rt.metrics.webhooks.labels(upstream, event.cause, "unavailable").inc()
+        return error(503, exc.code, exc.detail, {"Retry-After": "5"})
+    except Exception as exc:  # e.g. Redis down: the gateway must retry, nothing is lost
+        rt.metrics.store_errors.inc()
+        rt.metrics.webhooks.labels(upstream, event.cause, "unavailable").inc()
+        log.error("could not store a %s event: %s", event.cause, exc.__class__.__name__)
+        return error(503, "store_unavailable", "the relay could not store the event; retry",
+                     {"Retry-After": "5"})
+    finally:
+        rt.inflight.release()
+    rt.metrics.webhooks.labels(upstream, event.cause, "updated" if updated else "unchanged").inc()
+    return JSONResponse({"ok": True, "updated": updated})
+
+
+def _label(name: Any) -> str:
+    # Metric labels must stay few: unknown event names collapse into one.
+    return name if isinstance(name, str) and len(name) < 40 and name.replace(".", "").replace(
+        "-", "").replace("_", "").isalpha() else "other"
+
+
+async def evolution_hook(request: Request) -> Response:
+    return await handle(request, "evolution",
+                        lambda body, hint: evolution.parse(body))
+
+
+async def wppconnect_hook(request: Request) -> Response:
+    return await handle(request, "wppconnect",
+                        lambda body, hint: wppconnect.parse_webhook(body, session_hint=hint))
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/webhooks/evolution", evolution_hook, methods=["POST"]),
+        Route("/webhooks/evolution/{rest:path}", evolution_hook, methods=["POST"]),
+        Route("/webhooks/wppconnect", wppconnect_hook, methods=["POST"]),
+        Route("/webhooks/wppconnect/{rest:path}", wppconnect_hook, methods=["POST"]),
+    ]

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.support.servers import RedisServer, RelayServer, running_relay
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[RelayServer]:
+    """The relay on the embedded default (in-memory), under uvicorn on a free port."""
+    async with running_relay() as server:
+        yield server

@@ -1,0 +1,1 @@
+"""Real parts for tests: free ports, a killable redis-server, the relay under real uvicorn."""

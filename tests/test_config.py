@@ -1,0 +1,76 @@
+"""Settings and the CLI: a bad or missing value stops start-up with one line naming it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jwt
+import pytest
+
+from relay.config import Settings
+from relay.errors import ConfigError
+
+GOOD = {"RELAY_SECRET": "s" * 32}
+
+
+def test_defaults() -> None:
+    s = Settings.from_env(GOOD)
+    assert (s.host, s.port, s.workers, s.redis_url, s.qr_ttl, s.evolution_socket) == \
+        ("127.0.0.1", 8000, 1, None, 45.0, "off")
+    assert not s.secret_generated
+
+
+def test_dev_secret_is_made_up() -> None:
+    s = Settings.from_env({})
+    assert s.secret_generated and len(s.secret) >= 32
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"RELAY_QR_TTL": "soon"}, "RELAY_QR_TTL"),
+    ({"RELAY_QR_TTL": "0"}, "RELAY_QR_TTL"),
+    ({"RELAY_PORT": "99999"}, "RELAY_PORT"),
+    ({"RELAY_REDIS_URL": "localhost:6379"}, "RELAY_REDIS_URL"),
+    ({"RELAY_EVOLUTION_SOCKET": "sometimes", "RELAY_EVOLUTION_URL": "http://e"}, "RELAY_EVOLUTION_SOCKET"),
+    ({"RELAY_EVOLUTION_SOCKET": "global"}, "RELAY_EVOLUTION_SOCKET"),
+    ({"RELAY_EVOLUTION_URL": "http://evo:8080"}, "RELAY_EVOLUTION_APIKEY"),
+    ({"RELAY_WPPCONNECT_URL": "http://wpp:21465"}, "RELAY_WPPCONNECT_SECRET_KEY"),
+    ({"RELAY_SECRET": "short"}, "RELAY_SECRET"),
+    ({"RELAY_WORKERS": "2"}, "RELAY_REDIS_URL"),
+    ({"RELAY_LOG_LEVEL": "loud"}, "RELAY_LOG_LEVEL"),
+])
+def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**GOOD, **env})
+    assert variable in info.value.detail
+
+
+def test_urls_with_passwords_are_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**GOOD, "RELAY_REDIS_URL": "http://:hunter2@redis:6379"})
+    assert "hunter2" not in info.value.detail
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    return subprocess.run([sys.executable, "-m", "relay", *args], env={**clean, **(env or {})},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_serve_refuses_bad_config_in_one_line() -> None:
+    result = _cli("serve", env={"RELAY_QR_TTL": "never", **GOOD})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["relay: RELAY_QR_TTL must be a number, got 'never'"]
+
+
+def test_cli_token_prints_a_verifiable_token() -> None:
+    result = _cli("token", "--instance", "shop-1", "--ttl", "120", env=GOOD)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), GOOD["RELAY_SECRET"], algorithms=["HS256"])
+    assert claims["instances"] == ["shop-1"] and claims["exp"] - claims["iat"] == 120
+
+
+def test_cli_token_needs_the_secret() -> None:
+    result = _cli("token", "--instance", "x")
+    assert result.returncode == 2 and "RELAY_SECRET" in result.stderr

@@ -1,0 +1,106 @@
+"""The snapshot rules (DESIGN.md "Semantics"), on the pure functions both stores share."""
+
+from __future__ import annotations
+
+import time
+
+from relay.snapshot import Event, NewQR, Reason, Record, apply, blank, live
+
+TTL = 45_000
+
+
+def qr(code: str, ts: int | None = None, **kw: object) -> Event:
+    return Event(upstream="evolution", instance="i", cause="qrcode.updated", state="connecting",
+                 qr=NewQR(code=code, image=f"data:image/png;base64,{code}"), gateway_ts=ts, **kw)  # type: ignore[arg-type]
+
+
+def state(name: str, ts: int | None = None, **kw: object) -> Event:
+    return Event(upstream="evolution", instance="i", cause="connection.update", state=name,
+                 clear_qr=True, gateway_ts=ts, **kw)  # type: ignore[arg-type]
+
+
+def run(*events: Event, at: int | None = None) -> tuple[Record | None, list[bool | None]]:
+    record: Record | None = None
+    outcomes: list[bool | None] = []
+    for ev in events:
+        result = apply(record, ev, qr_ttl_ms=TTL, at_ms=at)
+        if result is None:
+            outcomes.append(None)
+            continue
+        record, changed = result
+        outcomes.append(changed)
+    return record, outcomes
+
+
+def test_seq_only_grows() -> None:
+    record, _ = run(qr("a", 1), qr("b", 2), state("open", 3))
+    assert record is not None
+    seqs = []
+    rec = None
+    for ev in (qr("a", 1), qr("b", 2), state("open", 3)):
+        rec, _ = apply(rec, ev, qr_ttl_ms=TTL)  # type: ignore[misc]
+        seqs.append(rec.snapshot["seq"])
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+
+
+def test_seq_survives_an_empty_store() -> None:
+    # A page holding a seq from before a restart must accept what comes after it.
+    before, _ = run(qr("a", 1))
+    assert before is not None
+    held = before.snapshot["seq"]
+    time.sleep(0.002)
+    assert blank("i", "evolution")["seq"] > held
+    after, _ = run(qr("b", 1))
+    assert after is not None and after.snapshot["seq"] > held
+
+
+def test_qr_expiry_uses_ttl_and_is_never_served() -> None:
+    record, _ = run(qr("a", 1), at=1_000)
+    assert record is not None and record.snapshot["qr"]["expiresAt"] == 1_000 + TTL  # type: ignore[index]
+    assert live(record.snapshot, 1_000 + TTL - 1)["qr"] is not None
+    assert live(record.snapshot, 1_000 + TTL)["qr"] is None
+
+
+def test_qr_cleared_by_open_close_refused_logout() -> None:
+    for ending in ("open", "close", "refused"):
+        record, outcomes = run(qr("a", 1), state(ending, 2, reason=Reason(code=1, message="m")))
+        assert record is not None and record.snapshot["qr"] is None
+        assert record.snapshot["state"] == ending and outcomes == [True, True]
+
+
+def test_repeat_changes_nothing() -> None:
+    _, outcomes = run(qr("a", 1), qr("a", 1), state("connecting", 1), state("connecting", 2))
+    assert outcomes[0] is True and outcomes[1] is False
+    assert outcomes[3] is False  # connecting again: same picture, no update
+
+
+def test_older_event_never_overwrites_newer_state() -> None:
+    record, outcomes = run(state("open", 10), qr("late", 5))
+    assert outcomes == [True, None]
+    assert record is not None and record.snapshot["state"] == "open"
+
+
+def test_same_millisecond_qr_does_not_hide_open() -> None:
+    _, outcomes = run(state("open", 10), qr("same", 10))
+    assert outcomes == [True, None]
+
+
+def test_a_qr_the_instance_moved_past_never_returns() -> None:
+    # Evolution's REST connect may hand back the previous, expired QR (protocols §4.3).
+    record, outcomes = run(qr("a", 1), qr("b", 2), qr("a", None))
+    assert outcomes == [True, True, None]
+    assert record is not None and record.snapshot["qr"]["code"] == "b"  # type: ignore[index]
+
+
+def test_events_without_gateway_time_apply_in_arrival_order() -> None:
+    record, outcomes = run(qr("a"), state("open"))
+    assert outcomes == [True, True] and record is not None and record.snapshot["state"] == "open"
+
+
+def test_upstream_status_is_part_of_the_snapshot() -> None:
+    down = Event(upstream="evolution", instance="i", cause="upstream", upstream_ok=False,
+                 upstream_detail="connection refused")
+    up = Event(upstream="evolution", instance="i", cause="upstream", upstream_ok=True)
+    record, outcomes = run(qr("a", 1), down, down, up)
+    assert outcomes == [True, True, False, True]
+    assert record is not None and record.snapshot["upstream"] == {"name": "evolution", "ok": True, "detail": None}

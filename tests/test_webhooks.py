@@ -1,0 +1,100 @@
+"""The webhook endpoints in-process: answers, secrets, limits, and property-based fuzzing
+(any body, any headers → 2xx or 4xx, never 5xx, never a crash)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from starlette.testclient import TestClient
+
+from relay.app import create_app
+from tests.support.servers import fixture, settings
+
+SECRET = "hook-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def open_client() -> Iterator[TestClient]:
+    with TestClient(create_app(settings(max_body=64 * 1024))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def locked_client() -> Iterator[TestClient]:
+    with TestClient(create_app(settings(webhook_secret=SECRET))) as client:
+        yield client
+
+
+def test_answers(open_client: TestClient) -> None:
+    qr = fixture("evolution", "webhook-qrcode-updated")
+    assert open_client.post("/webhooks/evolution", json=qr).json() == {"ok": True, "updated": True}
+    assert open_client.post("/webhooks/evolution/qrcode-updated", json=qr).json() == {"ok": True, "updated": False}
+    ignored = open_client.post("/webhooks/evolution", json=fixture("evolution", "webhook-instance-create"))
+    assert ignored.status_code == 200 and ignored.json()["ignored"] is True
+    bad = open_client.post("/webhooks/evolution", content=b"{not json")
+    assert bad.status_code == 400 and bad.json()["error"] == "bad_json"
+    shape = open_client.post("/webhooks/evolution", json={"event": "connection.update", "instance": "x", "data": {}})
+    assert shape.status_code == 400 and "unknown state" in shape.json()["detail"]
+    big = open_client.post("/webhooks/evolution", content=b"{" + b" " * (70 * 1024) + b"}")
+    assert big.status_code == 413 and big.json()["error"] == "too_large"
+
+
+def test_secret_by_header_jwt_or_path(locked_client: TestClient) -> None:
+    import jwt
+    import time
+
+    qr = fixture("evolution", "webhook-qrcode-updated")
+    assert locked_client.post("/webhooks/evolution", json=qr).status_code == 401
+    assert locked_client.post("/webhooks/evolution", json=qr,
+                              headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert locked_client.post(f"/webhooks/evolution/not-{SECRET}", json=qr).status_code == 401
+    assert locked_client.post("/webhooks/evolution", json=qr,
+                              headers={"Authorization": f"Bearer {SECRET}"}).status_code == 200
+    assert locked_client.post(f"/webhooks/evolution/{SECRET}", json=qr).status_code == 200
+    assert locked_client.post(f"/webhooks/evolution/{SECRET}/qrcode-updated", json=qr).status_code == 200
+    now = int(time.time())
+    token = jwt.encode({"iat": now, "exp": now + 600, "app": "evolution", "action": "webhook"}, SECRET,
+                       algorithm="HS256")
+    assert locked_client.post("/webhooks/evolution/qrcode-updated", json=qr,
+                              headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert locked_client.post(f"/webhooks/wppconnect/{SECRET}?session=mysession",
+                              json=fixture("wppconnect", "webhook-qrcode")).status_code == 200
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+envelopes = st.fixed_dictionaries(
+    {"event": st.sampled_from(["qrcode.updated", "connection.update", "logout.instance", "remove.instance",
+                               "QRCODE_UPDATED", "messages.upsert", "qrcode", "status-find"]) | st.text(max_size=15)},
+    optional={"instance": st.text(max_size=12) | json_values, "data": json_values,
+              "date_time": st.text(max_size=30), "session": st.text(max_size=10) | json_values,
+              "status": st.text(max_size=12), "qrcode": json_values, "urlcode": json_values},
+)
+header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+
+
+@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=200) | envelopes.map(lambda e: json.dumps(e).encode()) |
+       json_values.map(lambda v: json.dumps(v).encode()),
+       path=st.sampled_from(["/webhooks/evolution", "/webhooks/evolution/qrcode-updated",
+                             "/webhooks/evolution/a/b/c", "/webhooks/wppconnect",
+                             "/webhooks/wppconnect?session=s1", f"/webhooks/evolution/{SECRET}"]),
+       auth=st.none() | header_values.map(lambda v: "Bearer " + v) | header_values,
+       content_type=st.sampled_from(["application/json", "text/plain", "", "application/x-www-form-urlencoded"]))
+def test_fuzz_never_5xx(open_client: TestClient, locked_client: TestClient, body: bytes, path: str,
+                        auth: str | None, content_type: str) -> None:
+    headers = {"content-type": content_type}
+    if auth is not None:
+        headers["authorization"] = auth
+    for client in (open_client, locked_client):
+        resp = client.post(path, content=body, headers=headers)
+        assert 200 <= resp.status_code < 500, (resp.status_code, resp.text)
+        assert resp.headers["content-type"].startswith("application/json")
+        if resp.status_code >= 400:
+            assert set(resp.json()) == {"error", "detail"}
