@@ -75,7 +75,7 @@ def create_app(settings: Settings, *, store: StateStore | None = None,
             rt.store, rt.broker = await open_backend(settings)
         rt.http = aiohttp.ClientSession()
         rt.hub = Hub(sio, rt.store, rt.broker, rt.metrics, settings.upstream_name)
-        await rt.broker.start(rt.hub.deliver, rt.hub.resume)
+        await rt.broker.start(rt.hub)
         rt.gateway = Gateway.from_settings(settings, rt.http, rt)
         rt.tasks.spawn("loop-lag", rt.metrics.watch_loop_lag())
         rt.tasks.spawn("slow-viewers", rt.hub.evict_slow_viewers())

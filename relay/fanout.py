@@ -54,6 +54,9 @@ class Hub:
         self._subscribing: dict[str, asyncio.Task[None]] = {}
         self._rooms: dict[str, set[str]] = defaultdict(set)  # sid -> instances
         self._sse: dict[str, set[SSEViewer]] = defaultdict(set)
+        # The last snapshot delivered per watched instance: what viewers are told "is paused"
+        # when the store can't be read.
+        self._last: dict[str, Snapshot] = {}
         # Set while the relay cannot serve fresh state (e.g. Redis down); shown to viewers.
         self.degraded: str | None = None
 
@@ -73,6 +76,7 @@ class Hub:
         if self._counts[instance] > 0:
             return
         del self._counts[instance]
+        self._last.pop(instance, None)
         self._subscribing.pop(instance, None)
         self.metrics.subscribed.set(len(self._subscribing))
         await self.broker.unsubscribe(instance)
@@ -146,15 +150,21 @@ class Hub:
         return copy  # type: ignore[return-value]
 
     # -- delivery ----------------------------------------------------------------------------
-    async def deliver(self, instance: str, payload: str) -> None:
-        """A message from the instance's channel: hand it to every local viewer."""
+    async def deliver(self, instance: str, payload: str, *, fresh: bool = True) -> None:
+        """A message from the instance's channel (``fresh``) or a re-sent snapshot: hand it to
+        every local viewer."""
         try:
             snap = json.loads(payload)
             seq = int(snap["seq"])
         except (ValueError, KeyError, TypeError):
             log.error("dropped a malformed message on the channel of one instance")
             return
-        if snap.get("updatedAt"):
+        last = self._last.get(instance)
+        if last is not None and seq < last["seq"]:
+            return  # a resync read raced a newer update: never show older state
+        if instance in self._counts:
+            self._last[instance] = snap
+        if fresh and snap.get("updatedAt"):
             self.metrics.lag.observe(max(0.0, (now_ms() - snap["updatedAt"]) / 1000))
         if self.degraded is not None:
             snap = self._overlay(snap)
@@ -170,6 +180,7 @@ class Hub:
 
     async def resume(self, instances: list[str]) -> None:
         """After a gap in the channel (listener reconnected), push fresh snapshots to viewers."""
+        self.degraded = None
         for instance in instances:
             if self._counts.get(instance):
                 try:
@@ -177,11 +188,13 @@ class Hub:
                 except RelayError as exc:
                     log.warning("resync of one instance failed: %s", exc.detail)
                     continue
-                await self.deliver(instance, encode(snap))
+                await self.deliver(instance, encode(snap), fresh=False)
 
-    async def refresh_all(self) -> None:
-        """Re-send every watched instance (e.g. when the relay becomes degraded or recovers)."""
-        await self.resume(list(self._counts))
+    async def degrade(self, detail: str) -> None:
+        """The channel listener is down: tell every local viewer, from the last known state."""
+        self.degraded = detail
+        for instance, snap in list(self._last.items()):
+            await self.deliver(instance, encode(snap), fresh=False)
 
     @property
     def watched(self) -> list[str]:

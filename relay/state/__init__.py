@@ -12,17 +12,23 @@ settings, or tests inject their own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ..config import Settings
 from ..snapshot import Event, Snapshot
 
-# Called by a broker for every message on a subscribed channel: (instance, snapshot JSON).
-OnMessage = Callable[[str, str], Awaitable[None]]
-# Called by a broker after it (re)connected, with the instances it re-subscribed: pub/sub is
-# at-most-once, so whatever was published during the gap must be re-read and pushed.
-OnResume = Callable[[list[str]], Awaitable[None]]
+class BrokerListener(Protocol):
+    """What a broker reports to (the hub)."""
+
+    async def deliver(self, instance: str, payload: str) -> None:
+        """A message on a subscribed channel: the snapshot JSON."""
+
+    async def resume(self, instances: list[str]) -> None:
+        """The broker is back after a gap, re-subscribed to ``instances``; pub/sub is
+        at-most-once, so whatever was published meanwhile must be re-read and pushed."""
+
+    async def degrade(self, detail: str) -> None:
+        """The broker lost its connection: viewers should be told updates are paused."""
 
 
 class StateStore(Protocol):
@@ -39,13 +45,16 @@ class StateStore(Protocol):
     async def ping(self) -> bool:
         """True when the store answers right now."""
 
+    async def restore(self) -> int:
+        """After the store came back empty, put back what this process knows; returns how many."""
+
     async def close(self) -> None: ...
 
 
 class Broker(Protocol):
     healthy: bool
 
-    async def start(self, on_message: OnMessage, on_resume: OnResume) -> None: ...
+    async def start(self, listener: BrokerListener) -> None: ...
 
     async def subscribe(self, instance: str) -> None:
         """Receive the instance's channel from now on (returns once subscribed)."""

@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 
 from ..snapshot import Event, Record, Snapshot, apply, encode
-from . import OnMessage, OnResume
+from . import BrokerListener
 
 log = logging.getLogger("relay.state")
 DEDUPE_TTL = 30 * 60.0  # Evolution retries for up to ~20 minutes (protocols §2.5).
@@ -20,10 +20,10 @@ class MemoryBroker:
     def __init__(self) -> None:
         self.healthy = True
         self._channels: set[str] = set()
-        self._on_message: OnMessage | None = None
+        self._listener: BrokerListener | None = None
 
-    async def start(self, on_message: OnMessage, on_resume: OnResume) -> None:
-        self._on_message = on_message
+    async def start(self, listener: BrokerListener) -> None:
+        self._listener = listener
 
     async def subscribe(self, instance: str) -> None:
         self._channels.add(instance)
@@ -32,8 +32,8 @@ class MemoryBroker:
         self._channels.discard(instance)
 
     async def publish(self, instance: str, payload: str) -> None:
-        if instance in self._channels and self._on_message is not None:
-            await self._on_message(instance, payload)
+        if instance in self._channels and self._listener is not None:
+            await self._listener.deliver(instance, payload)
 
     async def close(self) -> None:
         self._channels.clear()
@@ -84,6 +84,9 @@ class MemoryState:
 
     async def ping(self) -> bool:
         return True
+
+    async def restore(self) -> int:
+        return 0  # memory can't lose what it holds without the process going too
 
     async def close(self) -> None:
         self._records.clear()

@@ -1,0 +1,280 @@
+"""Redis state and broker: any number of workers act as one relay.
+
+State: one key per instance holding the :class:`Record`, changed with WATCH/MULTI so the rules in
+:mod:`relay.snapshot` run once, in Python, for both stores. The write, the dedupe key and the
+PUBLISH go in one MULTI: an update is published if and only if it was stored, and a channel's
+messages come in seq order.
+
+Broker: one pub/sub channel per instance, subscribed only while this worker has viewers of it. A
+supervised listener owns the pub/sub connection; after any gap it re-subscribes and asks the hub
+to push fresh snapshots (pub/sub is at-most-once). Every worker also remembers the records it
+wrote or read lately and puts them back if Redis comes back empty, so a Redis restart without
+persistence loses no accepted event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, WatchError
+
+from ..config import Settings
+from ..snapshot import Event, Record, Snapshot, apply, encode
+from ..tasks import Backoff
+from . import BrokerListener
+
+log = logging.getLogger("relay.redis")
+DEDUPE_TTL = 30 * 60  # seconds; Evolution retries for up to ~20 minutes (protocols §2.5)
+RECENT_MAX = 10_000  # records each worker keeps to re-seed an emptied Redis
+PING_EVERY = 5.0  # the listener pings its connection; silence for SILENT_AFTER means it is dead
+SILENT_AFTER = 15.0
+SUBSCRIBE_WAIT = 2.0
+
+
+def _client(url: str, *, pool: int | None, timeout: float | None) -> aioredis.Redis:
+    # Fail fast (one immediate retry reconnects a pooled connection that died with a restart):
+    # a webhook that can't be stored must get its 503 quickly so the gateway retries.
+    kwargs = dict(decode_responses=True, socket_keepalive=True, socket_connect_timeout=2,
+                  retry=Retry(NoBackoff(), 1), health_check_interval=15)
+    if pool is None:  # the pub/sub connection: never a socket timeout (quiet periods are normal)
+        return aioredis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
+    # A bounded pool that waits for a free connection instead of raising in a burst.
+    blocking = aioredis.BlockingConnectionPool.from_url(url, max_connections=pool, timeout=timeout,
+                                                        socket_timeout=timeout, **kwargs)
+    return aioredis.Redis(connection_pool=blocking)
+
+
+class RedisState:
+    """Latest record per instance in Redis, shared by every worker."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str, qr_ttl: float,
+                 default_upstream: str = "evolution"):
+        self.client = client
+        self.prefix = prefix
+        self.qr_ttl_ms = int(qr_ttl * 1000)
+        self.default_upstream = default_upstream
+        self._recent: OrderedDict[str, Record] = OrderedDict()
+
+    def key(self, instance: str) -> str:
+        return f"{self.prefix}:inst:{instance}"
+
+    def channel(self, instance: str) -> str:
+        return f"{self.prefix}:ch:{instance}"
+
+    def _remember(self, instance: str, record: Record) -> None:
+        self._recent[instance] = record
+        self._recent.move_to_end(instance)
+        if len(self._recent) > RECENT_MAX:
+            self._recent.popitem(last=False)
+
+    async def get(self, instance: str) -> Snapshot | None:
+        raw = await self.client.get(self.key(instance))
+        if raw is None:
+            return None
+        record = Record.loads(raw)
+        self._remember(instance, record)
+        return record.snapshot
+
+    async def instances(self) -> list[str]:
+        start = len(self.key(""))
+        return [k[start:] async for k in self.client.scan_iter(match=self.key("*"), count=500)]
+
+    async def apply(self, event: Event) -> Snapshot | None:
+        key = self.key(event.instance)
+        dedupe = f"{self.prefix}:seen:{event.dedupe_key}" if event.dedupe_key else None
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw, seen = await pipe.mget(key, dedupe or key)
+                    if dedupe is not None and seen is not None:
+                        await pipe.unwatch()
+                        return None
+                    current = Record.loads(raw) if raw is not None else None
+                    result = apply(current, event, qr_ttl_ms=self.qr_ttl_ms,
+                                   default_upstream=self.default_upstream)
+                    if result is None:
+                        await pipe.unwatch()
+                        return None
+                    record, changed = result
+                    pipe.multi()
+                    pipe.set(key, record.dumps())
+                    if dedupe is not None:
+                        pipe.set(dedupe, 1, ex=DEDUPE_TTL)
+                    if changed:
+                        pipe.publish(self.channel(event.instance), encode(record.snapshot))
+                    await pipe.execute()
+                except WatchError:
+                    continue  # another worker changed this instance meanwhile: re-read, re-apply
+                self._remember(event.instance, record)
+                return record.snapshot if changed else None
+
+    async def restore(self) -> int:
+        """Put back the records this worker knows of that Redis lost (it restarted empty).
+        SET NX: whatever Redis holds now is newer and wins."""
+        restored = 0
+        for instance, record in list(self._recent.items()):
+            if await self.client.set(self.key(instance), record.dumps(), nx=True):
+                restored += 1
+        if restored:
+            log.warning("Redis had lost the state of %d instance(s); restored it from this worker",
+                        restored)
+        return restored
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class RedisBroker:
+    """Per-instance channels; the listener task owns the pub/sub connection."""
+
+    def __init__(self, url: str, state: RedisState):
+        self.url = url
+        self.state = state
+        self.healthy = False
+        self._wanted: set[str] = set()
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._listener: BrokerListener | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    async def start(self, listener: BrokerListener) -> None:
+        self._listener = listener
+        self._task = asyncio.ensure_future(self._run())
+        self._task.set_name("redis-listener")
+        # Start-up waits briefly for the first connection; /readyz tells the rest.
+        try:
+            await asyncio.wait_for(self._connected.wait(), 5)
+        except asyncio.TimeoutError:
+            log.error("Redis pub/sub is not reachable yet; the listener keeps trying")
+
+    async def subscribe(self, instance: str) -> None:
+        channel = self.state.channel(instance)
+        self._wanted.add(channel)
+        if self._pubsub is None or not self.healthy:
+            return  # the listener subscribes everything wanted when it (re)connects
+        waiter = self._confirmed.setdefault(channel, asyncio.get_running_loop().create_future())
+        try:
+            await self._pubsub.subscribe(channel)
+            # Wait for Redis to confirm, so a snapshot read after this can't miss a publish.
+            await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_WAIT)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("subscribe did not complete (%s); the listener will retry",
+                        exc.__class__.__name__)
+
+    async def unsubscribe(self, instance: str) -> None:
+        channel = self.state.channel(instance)
+        self._wanted.discard(channel)
+        self._confirmed.pop(channel, None)
+        if self._pubsub is not None and self.healthy:
+            try:
+                await self._pubsub.unsubscribe(channel)
+            except (RedisError, OSError):
+                pass  # the connection is gone; it will not be re-subscribed
+
+    async def _run(self) -> None:
+        """Connect, subscribe, listen; on any failure reconnect with capped backoff. Only
+        cancellation ends it, so no worker can stay deaf."""
+        backoff = Backoff(0.1, 5.0)
+        first = True
+        while True:
+            client = _client(self.url, pool=None, timeout=None)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(f"{self.state.prefix}:hb", *self._wanted)
+                self._pubsub = pubsub
+                self.healthy = True
+                self._connected.set()
+                backoff.reset()
+                if not first:
+                    log.info("Redis listener is back; resyncing %d instance(s)", len(self._wanted))
+                    await self.state.restore()
+                    await self._notify_resume()
+                first = False
+                await self._listen(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # every failure is a reconnect, never a silent exit
+                if self.healthy or first:
+                    log.error("Redis listener lost its connection (%s: %s); reconnecting",
+                              exc.__class__.__name__, exc)
+                was_healthy, self.healthy = self.healthy, False
+                if was_healthy and self._listener is not None:
+                    await self._listener.degrade("the relay lost its connection to Redis; "
+                                                 "updates are paused and will resume by themselves")
+            finally:
+                self._pubsub = None
+                self.healthy = False
+                for waiter in self._confirmed.values():
+                    if not waiter.done():
+                        waiter.cancel()
+                self._confirmed.clear()
+                await _quietly(pubsub.aclose())
+                await _quietly(client.aclose())
+            await asyncio.sleep(backoff.next())
+
+    async def _notify_resume(self) -> None:
+        if self._listener is None:
+            return
+        start = len(self.state.channel(""))
+        await self._listener.resume([c[start:] for c in self._wanted])
+
+    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        last_seen = last_ping = loop.time()
+        start = len(self.state.channel(""))
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            now = loop.time()
+            if message is not None:
+                last_seen = now
+                kind = message.get("type")
+                channel = message.get("channel")
+                if kind == "message" and isinstance(channel, str) and self._listener is not None:
+                    try:
+                        await self._listener.deliver(channel[start:], message["data"])
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # one bad message must not stop the listener
+                        log.exception("delivering one update failed; skipped")
+                elif kind == "subscribe" and isinstance(channel, str):
+                    waiter = self._confirmed.pop(channel, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+            if now - last_ping >= PING_EVERY:
+                last_ping = now
+                await pubsub.ping()
+            if now - last_seen > SILENT_AFTER:
+                raise ConnectionError(f"no answer from Redis for {SILENT_AFTER:g} s")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def _quietly(coro: object) -> None:
+    try:
+        await coro  # type: ignore[misc]
+    except Exception:
+        pass
+
+
+async def open_redis_backend(settings: Settings) -> tuple[RedisState, RedisBroker]:
+    assert settings.redis_url is not None
+    client = _client(settings.redis_url, pool=64, timeout=5.0)
+    state = RedisState(client, prefix=settings.key_prefix, qr_ttl=settings.qr_ttl,
+                       default_upstream=settings.upstream_name)
+    return state, RedisBroker(settings.redis_url, state)

@@ -1,0 +1,174 @@
+"""One contract, two implementations: the same tests against memory and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from relay.config import Settings
+from relay.snapshot import Event, NewQR
+from relay.state import Broker, StateStore
+from relay.state.memory import MemoryBroker, MemoryState
+from relay.state.redis import open_redis_backend
+from tests.support.servers import RedisServer
+
+
+class Recorder:
+    """A BrokerListener that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.delivered: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.resumed: list[list[str]] = []
+        self.degraded: list[str] = []
+
+    async def deliver(self, instance: str, payload: str, **_: Any) -> None:
+        await self.delivered.put((instance, json.loads(payload)))
+
+    async def resume(self, instances: list[str]) -> None:
+        self.resumed.append(sorted(instances))
+
+    async def degrade(self, detail: str) -> None:
+        self.degraded.append(detail)
+
+    async def next(self, timeout: float = 5.0) -> tuple[str, dict[str, Any]]:
+        return await asyncio.wait_for(self.delivered.get(), timeout)
+
+    async def nothing_within(self, seconds: float = 0.3) -> bool:
+        try:
+            await asyncio.wait_for(self.delivered.get(), seconds)
+        except asyncio.TimeoutError:
+            return True
+        return False
+
+
+def qr(instance: str, code: str, ts: int | None = 1, key: str | None = None) -> Event:
+    return Event(upstream="evolution", instance=instance, cause="qrcode.updated", state="connecting",
+                 qr=NewQR(code=code, image=None), gateway_ts=ts, dedupe_key=key or f"{instance}-{code}-{ts}")
+
+
+def opened(instance: str, ts: int) -> Event:
+    return Event(upstream="evolution", instance=instance, cause="connection.update", state="open",
+                 clear_qr=True, gateway_ts=ts, dedupe_key=f"{instance}-open-{ts}")
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[StateStore, Broker, Recorder, Any]]:
+    recorder = Recorder()
+    if request.param == "memory":
+        mbroker = MemoryBroker()
+        store: StateStore = MemoryState(mbroker, qr_ttl=45)
+        broker: Broker = mbroker
+        redis_server = None
+    else:
+        redis_server = RedisServer()
+        redis_server.start()
+        settings = Settings.from_env({"RELAY_SECRET": "x" * 32, "RELAY_REDIS_URL": redis_server.url})
+        store, broker = await open_redis_backend(settings)
+    await broker.start(recorder)
+    try:
+        yield store, broker, recorder, redis_server
+    finally:
+        await broker.close()
+        await store.close()
+        if redis_server is not None:
+            redis_server.stop()
+
+
+async def test_unknown_instance(backend: Any) -> None:
+    store, *_ = backend
+    assert await store.get("nobody") is None
+    assert await store.ping() is True
+
+
+async def test_apply_stores_and_publishes_to_subscribers_only(backend: Any) -> None:
+    store, broker, rec, _ = backend
+    await broker.subscribe("a")
+    snap = await store.apply(qr("a", "c1"))
+    assert snap is not None and snap["qr"]["code"] == "c1"
+    assert await store.get("a") == snap
+    instance, delivered = await rec.next()
+    assert (instance, delivered) == ("a", snap)
+    assert await store.apply(qr("b", "c1")) is not None  # nobody watches b here
+    assert await rec.nothing_within()
+    assert sorted(await store.instances()) == ["a", "b"]
+
+
+async def test_duplicates_stale_and_repeats_publish_nothing(backend: Any) -> None:
+    store, broker, rec, _ = backend
+    await broker.subscribe("a")
+    first = await store.apply(qr("a", "c1", ts=10))
+    await rec.next()
+    assert await store.apply(qr("a", "c1", ts=10)) is None  # same dedupe key
+    assert await store.apply(qr("a", "c1", ts=10, key="other-key")) is None  # same content
+    assert await store.apply(qr("a", "old", ts=5)) is None  # older than what we have
+    assert await rec.nothing_within()
+    assert await store.get("a") == first
+
+
+async def test_seq_grows_and_unsubscribe_stops_delivery(backend: Any) -> None:
+    store, broker, rec, _ = backend
+    await broker.subscribe("a")
+    s1 = await store.apply(qr("a", "c1", ts=1))
+    s2 = await store.apply(opened("a", 2))
+    assert s1 is not None and s2 is not None and s2["seq"] > s1["seq"]
+    assert [(await rec.next())[1]["seq"] for _ in range(2)] == [s1["seq"], s2["seq"]]
+    await broker.unsubscribe("a")
+    await store.apply(qr("a", "c2", ts=3))
+    assert await rec.nothing_within()
+
+
+async def test_concurrent_copies_of_one_event_make_one_update(backend: Any) -> None:
+    store, broker, rec, _ = backend
+    await broker.subscribe("a")
+    results = await asyncio.gather(*(store.apply(qr("a", "same", ts=7)) for _ in range(20)))
+    assert sum(r is not None for r in results) == 1
+    await rec.next()
+    assert await rec.nothing_within()
+
+
+async def test_two_redis_workers_apply_atomically(backend: Any) -> None:
+    """Two stores on one Redis (two workers): interleaved events still give one consistent order."""
+    store, broker, rec, redis_server = backend
+    if redis_server is None:
+        pytest.skip("memory state lives in one process")
+    settings = Settings.from_env({"RELAY_SECRET": "x" * 32, "RELAY_REDIS_URL": redis_server.url})
+    other, other_broker = await open_redis_backend(settings)
+    try:
+        await broker.subscribe("a")
+        events = [qr("a", f"c{i}", ts=i) for i in range(1, 41)]
+        await asyncio.gather(*((store if i % 2 else other).apply(e) for i, e in enumerate(events)))
+        final = await store.get("a")
+        assert final is not None and final["qr"]["code"] == "c40"  # the newest by gateway time wins
+        seqs = []
+        while not rec.delivered.empty():
+            seqs.append((await rec.next())[1]["seq"])
+        assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
+        assert seqs[-1] == final["seq"]
+    finally:
+        await other.close()
+
+
+async def test_restore_after_redis_restarts_empty(backend: Any) -> None:
+    store, broker, rec, redis_server = backend
+    if redis_server is None:
+        pytest.skip("memory has no separate store to lose")
+    await broker.subscribe("a")
+    snap = await store.apply(qr("a", "c1"))
+    await rec.next()
+    redis_server.kill()
+    with pytest.raises(Exception):
+        await store.apply(qr("a", "c2", ts=2))
+    redis_server.start()  # same port, empty
+    for _ in range(100):  # the listener reconnects by itself, restores, and asks for a resync
+        if rec.resumed:
+            break
+        await asyncio.sleep(0.05)
+    assert rec.resumed == [["a"]]
+    assert rec.degraded and "Redis" in rec.degraded[0]
+    assert await store.get("a") == snap  # nothing accepted was lost
+    assert await store.apply(qr("a", "c2", ts=2)) is not None  # the gateway's retry now lands
+    assert (await rec.next())[1]["qr"]["code"] == "c2"
