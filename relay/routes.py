@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +143,8 @@ async def logout(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"ok": True})
+    # The pid tells an operator (and the tests) which worker answered.
+    return JSONResponse({"ok": True, "pid": os.getpid()})
 
 
 async def readyz(request: Request) -> Response:

@@ -1,0 +1,172 @@
+"""Many workers, one relay: separate `relay serve` processes (and `--workers 2` on one port)
+sharing a real redis-server that the tests kill and restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+import redis
+
+from tests.support.clients import connected_viewer, evolution_event, post, token
+from tests.support.servers import RedisServer, RelayProcess
+
+T1 = "2025-10-21T11:40:40.000Z"
+T2 = "2025-10-21T11:40:41.000Z"
+T3 = "2025-10-21T11:40:42.000Z"
+
+
+@pytest.fixture
+def two_workers(redis_server: RedisServer) -> Iterator[tuple[RelayProcess, RelayProcess]]:
+    env = {"RELAY_REDIS_URL": redis_server.url}
+    a, b = RelayProcess(env), RelayProcess(env)
+    a.start()
+    b.start()
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def subscribers(redis_server: RedisServer, instance: str) -> int:
+    with redis.Redis(port=redis_server.port) as client:
+        return int(dict(client.pubsub_numsub(f"relay:ch:{instance}"))[f"relay:ch:{instance}".encode()])
+
+
+async def test_webhook_on_one_worker_reaches_viewer_on_another(
+        two_workers: tuple[RelayProcess, RelayProcess], redis_server: RedisServer) -> None:
+    a, b = two_workers
+    viewer, [ack] = await connected_viewer(b.url, token("my-instance"), "my-instance")
+    try:
+        assert ack["ok"] is True
+        # Route, don't broadcast: only the worker with a viewer listens to the instance.
+        assert subscribers(redis_server, "my-instance") == 1
+        assert (await post(f"{a.url}/webhooks/evolution", evolution_event("webhook-qrcode-updated", date_time=T1)))[0] == 200
+        got = await viewer.next_update()
+        assert got["qr"]["code"].startswith("2@") and got["seq"] > ack["snapshot"]["seq"]
+    finally:
+        await viewer.close()
+    for _ in range(50):  # the last viewer gone, the worker unsubscribes
+        if subscribers(redis_server, "my-instance") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert subscribers(redis_server, "my-instance") == 0
+
+
+async def test_late_subscriber_on_another_worker_gets_snapshot(
+        two_workers: tuple[RelayProcess, RelayProcess]) -> None:
+    a, b = two_workers
+    await post(f"{a.url}/webhooks/evolution", evolution_event("webhook-qrcode-updated", date_time=T1))
+    viewer, [ack] = await connected_viewer(b.url, token("my-instance"), "my-instance")
+    try:
+        assert ack["snapshot"]["qr"]["code"].startswith("2@")
+    finally:
+        await viewer.close()
+
+
+async def test_one_event_delivered_to_both_workers_is_one_update(
+        two_workers: tuple[RelayProcess, RelayProcess]) -> None:
+    a, b = two_workers
+    va, _ = await connected_viewer(a.url, token("my-instance"), "my-instance")
+    vb, _ = await connected_viewer(b.url, token("my-instance"), "my-instance")
+    try:
+        body = evolution_event("webhook-qrcode-updated", date_time=T1)
+        results = await asyncio.gather(*(post(f"{w.url}/webhooks/evolution", body) for w in (a, b, a, b)))
+        assert [r[0] for r in results] == [200] * 4
+        assert sum(r[1]["updated"] for r in results) == 1
+        marker = evolution_event("webhook-connection-update-open", date_time=T2)
+        await post(f"{b.url}/webhooks/evolution", marker)
+        for viewer in (va, vb):
+            assert (await viewer.next_update())["qr"] is not None
+            assert (await viewer.next_update())["state"] == "open"  # nothing in between
+    finally:
+        await va.close()
+        await vb.close()
+
+
+async def test_old_event_arriving_last_on_another_worker_does_not_win(
+        two_workers: tuple[RelayProcess, RelayProcess]) -> None:
+    a, b = two_workers
+    viewer, _ = await connected_viewer(a.url, token("my-instance"), "my-instance")
+    try:
+        await post(f"{a.url}/webhooks/evolution", evolution_event("webhook-connection-update-open", date_time=T3))
+        assert (await viewer.next_update())["state"] == "open"
+        late = evolution_event("webhook-qrcode-updated", date_time=T1, code="2@late,x,y,z")
+        assert await post(f"{b.url}/webhooks/evolution", late) == (200, {"ok": True, "updated": False})
+        closing = evolution_event("webhook-connection-update-close", date_time=T3.replace("42", "43"))
+        await post(f"{b.url}/webhooks/evolution", closing)
+        assert (await viewer.next_update())["state"] == "close"  # the late QR never showed
+    finally:
+        await viewer.close()
+
+
+async def test_workers_2_on_one_port(redis_server: RedisServer) -> None:
+    relay = RelayProcess({"RELAY_REDIS_URL": redis_server.url}, ["--workers", "2"])
+    relay.start()
+    viewers = []
+    try:
+        pids = set()
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                async with session.get(f"{relay.url}/healthz", headers={"Connection": "close"}) as resp:
+                    pids.add((await resp.json())["pid"])
+                if len(pids) == 2:
+                    break
+        assert len(pids) == 2, "two worker processes answer on the one port"
+        for _ in range(8):
+            viewers.append((await connected_viewer(relay.url, token("*"), "shop"))[0])
+        for i in range(4):  # each webhook on a fresh connection: any worker may take it
+            async with aiohttp.ClientSession() as session:
+                body = evolution_event("webhook-qrcode-updated", instance="shop", code=f"2@n{i},a,b,c",
+                                       date_time=f"2025-10-21T11:40:4{i}.000Z")
+                async with session.post(f"{relay.url}/webhooks/evolution", json=body) as resp:
+                    assert resp.status == 200
+        for viewer in viewers:
+            codes = [(await viewer.next_update())["qr"]["code"] for _ in range(4)]
+            assert codes == [f"2@n{i},a,b,c" for i in range(4)]
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        relay.stop()
+
+
+async def test_redis_killed_mid_stream(two_workers: tuple[RelayProcess, RelayProcess],
+                                       redis_server: RedisServer) -> None:
+    a, b = two_workers
+    va, _ = await connected_viewer(a.url, token("my-instance"), "my-instance")
+    vb, _ = await connected_viewer(b.url, token("my-instance"), "my-instance")
+    try:
+        await post(f"{a.url}/webhooks/evolution", evolution_event("webhook-qrcode-updated", date_time=T1))
+        accepted = [await va.next_update(), await vb.next_update()]
+        assert accepted[0]["seq"] == accepted[1]["seq"]
+
+        redis_server.kill()
+        # Viewers are told, from the state they had, that updates are paused.
+        for viewer in (va, vb):
+            paused = await viewer.update_where(lambda s: not s["upstream"]["ok"])
+            assert "Redis" in paused["upstream"]["detail"] and paused["seq"] == accepted[0]["seq"]
+        # Webhooks are refused with 503 so the gateway retries; nothing is accepted and lost.
+        opened = evolution_event("webhook-connection-update-open", date_time=T2)
+        status, body = await post(f"{b.url}/webhooks/evolution", opened)
+        assert status == 503 and body["error"] in ("store_unavailable", "busy")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{a.url}/readyz") as resp:
+                assert resp.status == 503
+
+        redis_server.start()  # same port, empty: the workers put back what they knew
+        for viewer in (va, vb):
+            back = await viewer.update_where(lambda s: s["upstream"]["ok"], timeout=20)
+            assert back["qr"] is not None and back["qr"]["code"] == accepted[0]["qr"]["code"]
+        # The gateway's retry lands, and every worker delivers again.
+        assert (await post(f"{b.url}/webhooks/evolution", opened))[0] == 200
+        for viewer in (va, vb):
+            assert (await viewer.update_where(lambda s: s["state"] == "open"))["qr"] is None
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{a.url}/readyz") as resp:
+                assert resp.status == 200
+    finally:
+        await va.close()
+        await vb.close()
