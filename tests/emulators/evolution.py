@@ -1,0 +1,423 @@
+"""Evolution API v2 emulator: REST, Socket.IO and webhooks with the shapes of fixtures/evolution.
+
+See shared/protocols/evolution.md. Quirks kept on purpose: per-instance namespaces answer
+"Invalid namespace" until the first emit since start; ``{"count":0}`` from ``/instance/connect``;
+the REST QR object is never cleared (stale QR after logout); ``date_time`` is local time with ``Z``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable
+
+import jwt
+import socketio
+from aiohttp import web
+
+from . import fixtures
+from ._base import GatewayEmulator, new_qr_string, qr_png_base64
+
+DEFAULT_EVENTS = ["QRCODE_UPDATED", "CONNECTION_UPDATE", "LOGOUT_INSTANCE", "REMOVE_INSTANCE"]
+# Config names that have no WEBHOOK_EVENTS_* flag: never sent by the global webhook (protocols §1).
+NOT_GLOBAL = {"LOGOUT_INSTANCE", "REMOVE_INSTANCE", "STATUS_INSTANCE"}
+QR_COLOR = "#198754"
+_OPEN = fixtures.load("evolution", "webhook-connection-update-open")["data"]
+DEFAULT_WUID: str = _OPEN["wuid"]
+DEFAULT_PICTURE: str = _OPEN["profilePictureUrl"]
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _guarded(handler: Callable[[Any, web.Request, Instance], Awaitable[web.Response]]) -> Callable[..., Any]:
+    """Run the auth guard first and hand the handler the resolved instance."""
+
+    async def wrapper(self: "EvolutionEmulator", request: web.Request) -> web.Response:
+        inst = self._guard(request)
+        return inst if isinstance(inst, web.Response) else await handler(self, request, inst)
+
+    return wrapper
+
+
+def config_name(event: str) -> str:
+    """``qrcode.updated`` -> ``QRCODE_UPDATED``."""
+    return event.replace(".", "_").replace("-", "_").upper()
+
+
+def event_suffix(event: str) -> str:
+    """``qrcode.updated`` -> ``qrcode-updated`` (webhook-by-events URL suffix)."""
+    return config_name(event).replace("_", "-").lower()
+
+
+@dataclass
+class WebhookConfig:
+    """A per-instance (or global) webhook target."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    by_events: bool = False
+    jwt_key: str | None = None
+    events: list[str] = field(default_factory=lambda: list(DEFAULT_EVENTS))
+
+
+@dataclass
+class Instance:
+    """In-memory state of one Evolution instance."""
+
+    name: str
+    token: str
+    state: str = "close"  # close | connecting | open
+    qrcode: dict[str, Any] = field(default_factory=lambda: {"count": 0})
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    wuid: str | None = None  # set at the first "open"; never cleared (becomes `sender`)
+    phone: str = DEFAULT_WUID
+    profile_name: str | None = None
+    profile_picture_url: str | None = None
+    ws_enabled: bool = True
+    ws_events: list[str] = field(default_factory=lambda: list(DEFAULT_EVENTS))
+    generation: int = 0  # bumped whenever a pairing attempt ends; stops stale QR loops
+
+
+class EvolutionEmulator(GatewayEmulator):
+    """In-process Evolution API v2 (Baileys) gateway."""
+
+    def __init__(self, apikey: str = "EVO-GLOBAL-KEY", websocket_global: bool = False,
+                 tz_offset_hours: float = -3) -> None:
+        super().__init__()
+        self.apikey = apikey
+        self.websocket_global = websocket_global
+        self.tz_offset_hours = tz_offset_hours
+        self.connect_wait: float = 0.0
+        self.qr_limit: int = 30
+        self.server_url: str | None = None  # None: this emulator's url
+        self.expose_apikey: bool = True
+        self.instances: dict[str, Instance] = {}
+        self.events: list[dict[str, Any]] = []  # every envelope, websocket form
+        self.live_namespaces: set[str] = set()
+        self._webhooks: dict[str | None, WebhookConfig] = {}
+        self._global_webhook: WebhookConfig | None = None
+
+    # ----- configuration ---------------------------------------------------------------------
+    def add_instance(self, name: str, state: str = "close", token: str | None = None) -> Instance:
+        """Create an instance (token defaults to an upper-case UUID, like Evolution's ``hash``)."""
+        inst = Instance(name=name, token=token or str(uuid.uuid4()).upper(), state=state)
+        if state == "open":
+            inst.wuid, inst.profile_name, inst.profile_picture_url = DEFAULT_WUID, "Example Name", DEFAULT_PICTURE
+        self.instances[name] = inst
+        return inst
+
+    def set_webhook(self, url: str | None, *, headers: dict[str, str] | None = None, by_events: bool = False,
+                    jwt_key: str | None = None, global_: bool = False, instance: str | None = None,
+                    events: list[str] | None = None) -> None:
+        """Configure a webhook. ``global_``: the env global webhook (no custom headers, destination
+        always suffixed, never LOGOUT/REMOVE). Otherwise a per-instance row, for ``instance`` or, when
+        None, for every instance without its own row. ``url=None`` removes it. ``events=[]`` = all."""
+        cfg = None if url is None else WebhookConfig(url, dict(headers or {}), by_events, jwt_key,
+                                                     list(DEFAULT_EVENTS if events is None else events))
+        if global_:
+            self._global_webhook = cfg
+        elif cfg is None:
+            self._webhooks.pop(instance, None)
+        else:
+            self._webhooks[instance] = cfg
+
+    def set_websocket(self, name: str, *, enabled: bool = True, events: list[str] | None = None) -> None:
+        """Per-instance websocket config (``events=[]`` with enabled = all events)."""
+        inst = self._inst(name)
+        inst.ws_enabled = enabled
+        inst.ws_events = list(DEFAULT_EVENTS if events is None else events) if enabled else []
+
+    def _inst(self, name: str) -> Instance:
+        if name not in self.instances:
+            raise KeyError(f"unknown instance {name!r}")
+        return self.instances[name]
+
+    # ----- envelope and transports -----------------------------------------------------------
+    def _date_time(self) -> str:
+        t = datetime.now(timezone.utc) + timedelta(hours=self.tz_offset_hours)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+    @staticmethod
+    def _shape(transport: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Fill the fixture envelope of ``transport`` (websocket|webhook), keeping its key order."""
+        env: dict[str, Any] = fixtures.load("evolution", f"{transport}-connection-update-open")
+        for key in list(env):
+            if key in ("data", "apikey") or values.get(key) is not None:
+                env[key] = values.get(key)
+            else:
+                del env[key]  # undefined in JS -> dropped by JSON.stringify
+        return env
+
+    async def _emit(self, name: str, event: str, data: Any) -> dict[str, Any]:
+        inst = self.instances.get(name)
+        values = {"event": event, "instance": name, "data": data, "date_time": self._date_time(),
+                  "sender": inst.wuid if inst else None,
+                  "server_url": self.server_url or (self.url if self.running else "http://localhost:8080"),
+                  "apikey": inst.token if inst and self.expose_apikey else None}
+        envelope = self._shape("websocket", values)
+        self.events.append(envelope)
+        await self._socket_out(name, event, envelope)
+        self._webhook_out(name, event, values, None)
+        return envelope
+
+    async def send_raw(self, envelope: dict[str, Any], *, socket: bool = True, webhook: bool = True) -> None:
+        """Send ``envelope`` verbatim (e.g. a fixture), routed by its ``instance`` and ``event``."""
+        name, event = envelope["instance"], envelope["event"]
+        if socket:
+            await self._socket_out(name, event, envelope)
+        if webhook:
+            self._webhook_out(name, event, None, envelope)
+
+    async def _socket_out(self, name: str, event: str, envelope: dict[str, Any]) -> None:
+        if self.websocket_global:
+            await self._socket_emit(event, envelope, "/")
+        inst = self.instances.get(name)
+        enabled, events = (inst.ws_enabled, inst.ws_events) if inst else (True, DEFAULT_EVENTS)
+        if enabled and (not events or config_name(event) in events):
+            self.live_namespaces.add(f"/{name}")  # io.of('/<name>') is only called here
+            await self._socket_emit(event, envelope, f"/{name}")
+
+    def _webhook_out(self, name: str, event: str, values: dict[str, Any] | None,
+                     raw: dict[str, Any] | None) -> None:
+        cfg = self._webhooks.get(name) or self._webhooks.get(None)
+        suffix = event_suffix(event)
+        if cfg and (not cfg.events or config_name(event) in cfg.events):
+            body = raw or self._shape("webhook", {**(values or {}), "destination": cfg.url})
+            url = f"{cfg.url}/{suffix}" if cfg.by_events else cfg.url
+            self._post_webhook(url, self._instance_headers(cfg), body)
+        g = self._global_webhook
+        if g and config_name(event) not in NOT_GLOBAL and (not g.events or config_name(event) in g.events):
+            destination = cfg.url if cfg else f"{g.url}/{suffix}"
+            body = raw or self._shape("webhook", {**(values or {}), "destination": destination})
+            url = f"{g.url}/{suffix}" if g.by_events else g.url
+            self._post_webhook(url, fixtures.load("evolution", "webhook-request-headers-global"), body)
+
+    @staticmethod
+    def _instance_headers(cfg: WebhookConfig) -> dict[str, str]:
+        items = list(fixtures.load("evolution", "webhook-request-headers-global").items())
+        custom = dict(cfg.headers)
+        key = custom.pop("jwt_key", None) or cfg.jwt_key
+        if key:
+            now = int(time.time())
+            claims = {"iat": now, "exp": now + 600, "app": "evolution", "action": "webhook"}
+            custom["Authorization"] = "Bearer " + jwt.encode(claims, key, algorithm="HS256")
+        return {**dict(items[:2]), **custom, **dict(items[2:])}
+
+    # ----- event helpers ---------------------------------------------------------------------
+    async def emit_qr(self, name: str, *, pairing_code: str | None = None) -> dict[str, Any]:
+        """New QR (unique ``code``, real PNG data URL, count+1); at ``qr_limit`` does ``emit_qr_limit``."""
+        inst = self._inst(name)
+        if inst.qrcode.get("count", 0) >= self.qr_limit:
+            return await self.emit_qr_limit(name)
+        code = new_qr_string()
+        qr = fixtures.load("evolution", "rest-instance-connect-200-qr")
+        qr.update(pairingCode=pairing_code, code=code, base64="data:image/png;base64," + qr_png_base64(code, QR_COLOR),
+                  count=inst.qrcode.get("count", 0) + 1)
+        inst.qrcode, inst.state = qr, "connecting"
+        data = fixtures.load("evolution", "webhook-qrcode-updated")["data"]
+        data["qrcode"].update(instance=name, pairingCode=pairing_code, code=code, base64=qr["base64"])
+        return await self._emit(name, "qrcode.updated", data)
+
+    async def emit_qr_limit(self, name: str) -> dict[str, Any]:
+        """Limit-reached ``qrcode.updated`` then ``connection.update refused 428``; count reset, state close.
+        Returns the ``qrcode.updated`` envelope."""
+        inst = self._inst(name)
+        envelope = await self._emit(name, "qrcode.updated",
+                                    {"message": "QR code limit reached, please login again", "statusCode": 500})
+        await self.emit_connection(name, "refused", 428)
+        inst.qrcode = {"count": 0}
+        return envelope
+
+    async def emit_connection(self, name: str, state: str, status_reason: int = 200) -> dict[str, Any]:
+        """``connection.update`` (connecting|open|close|refused); ``refused`` leaves the state ``close``."""
+        inst = self._inst(name)
+        if state == "open":
+            inst.wuid = inst.phone
+            inst.profile_name = inst.profile_name or "Example Name"
+        data: dict[str, Any] = {"instance": name}
+        if state == "open" or (state == "refused" and inst.wuid):
+            data.update(wuid=inst.wuid, profileName=inst.profile_name, profilePictureUrl=inst.profile_picture_url)
+        data.update(state=state, statusReason=status_reason)
+        if state != "connecting":
+            inst.generation += 1
+        inst.state = "close" if state == "refused" else state
+        return await self._emit(name, "connection.update", data)
+
+    async def scan(self, name: str, profile_name: str = "Example Name", *, wuid: str = DEFAULT_WUID,
+                   picture_url: str | None = DEFAULT_PICTURE) -> dict[str, Any]:
+        """The phone scans: ``connecting(200)`` (after the 515 restart) then ``open(200)``; returns open."""
+        inst = self._inst(name)
+        inst.phone, inst.profile_name, inst.profile_picture_url = wuid, profile_name, picture_url
+        await self.emit_connection(name, "connecting")
+        return await self.emit_connection(name, "open")
+
+    async def logout(self, name: str) -> dict[str, Any]:
+        """Non-reconnectable close (401): ``status.instance``, ``logout.instance``, ``connection.update
+        close 401``; returns the last. The QR object is kept (stale-QR quirk)."""
+        at = self._date_time()
+        lost = {"error": {"data": None, "isBoom": True, "isServer": False, "output": {
+            "statusCode": 401, "payload": {"statusCode": 401, "error": "Unauthorized",
+                                           "message": "Intentional Logout"}, "headers": {}}}, "date": at}
+        await self._emit(name, "status.instance", {
+            "instance": name, "status": "closed", "disconnectionAt": at, "disconnectionReasonCode": 401,
+            "disconnectionObject": json.dumps(lost, separators=(",", ":"))})
+        await self._emit(name, "logout.instance", None)
+        return await self.emit_connection(name, "close", 401)
+
+    async def remove(self, name: str) -> dict[str, Any]:
+        """Like ``DELETE /instance/delete``: logout if needed, ``instance.delete``, ``remove.instance``;
+        then the instance is gone. Returns the ``remove.instance`` envelope."""
+        inst = self._inst(name)
+        if inst.state in ("open", "connecting"):
+            await self.logout(name)
+        await self._emit(name, "instance.delete", {"instanceName": name, "instanceId": inst.id})
+        envelope = await self._emit(name, "remove.instance", None)
+        del self.instances[name]
+        return envelope
+
+    def _begin_pairing(self, inst: Instance, number: str | None) -> None:
+        inst.state = "connecting"
+        inst.generation += 1
+        self._spawn(self._pairing(inst, inst.generation, number))
+
+    async def _pairing(self, inst: Instance, gen: int, number: str | None) -> None:
+        await self.emit_connection(inst.name, "connecting")
+        await asyncio.sleep(self.qr_delay)
+        while self.instances.get(inst.name) is inst and inst.state == "connecting" and inst.generation == gen:
+            code = "".join(secrets.choice(_CROCKFORD) for _ in range(8)) if number else None
+            await self.emit_qr(inst.name, pairing_code=code)
+            if self.qr_interval is None:
+                return
+            await asyncio.sleep(self.qr_interval)
+
+    # ----- Socket.IO -------------------------------------------------------------------------
+    def _on_start(self) -> None:
+        self.live_namespaces = set()  # a fresh Socket.IO server knows only "/"
+
+    def _setup_socketio(self, sio: socketio.AsyncServer) -> None:
+        sio.on("connect", namespace="*")(self._on_connect)
+
+    async def _on_connect(self, namespace: str, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if namespace != "/" and namespace not in self.live_namespaces:
+            raise socketio.exceptions.ConnectionRefusedError("Invalid namespace")
+
+    def _check_socket_handshake(self, request: web.Request) -> bool:
+        key = request.query.get("apikey") or request.headers.get("apikey")
+        return key is not None and (key == self.apikey or any(i.token == key for i in self.instances.values()))
+
+    # ----- REST ------------------------------------------------------------------------------
+    def _add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/", self._h_root)
+        r.add_get("/instance/fetchInstances", self._h_fetch)
+        r.add_get("/instance/connect/{name}", self._h_connect)
+        r.add_get("/instance/connectionState/{name}", self._h_state)
+        r.add_delete("/instance/logout/{name}", self._h_logout)
+        r.add_delete("/instance/delete/{name}", self._h_delete)
+        r.add_post("/instance/restart/{name}", self._h_restart)
+        r.add_post("/webhook/set/{name}", self._h_webhook_set)
+        r.add_post("/websocket/set/{name}", self._h_websocket_set)
+
+    def _guard(self, request: web.Request) -> Instance | web.Response:
+        """Guard order of auth.guard.ts: instance exists (404) before the apikey check (401)."""
+        name = request.match_info["name"]
+        inst = self.instances.get(name)
+        if inst is None:
+            body = fixtures.load("evolution", "rest-error-404-instance-not-found")
+            body["response"]["message"] = [f'The "{name}" instance does not exist']
+            return self._json(body, 404)
+        if request.headers.get("apikey") not in (self.apikey, inst.token):
+            return self._json(fixtures.load("evolution", "rest-error-401-unauthorized"), 401)
+        return inst
+
+    def _state_body(self, inst: Instance) -> dict[str, Any]:
+        body = fixtures.load("evolution", f"rest-instance-connection-state-200-{inst.state}")
+        body["instance"]["instanceName"] = inst.name
+        return body
+
+    async def _h_root(self, request: web.Request) -> web.Response:
+        return self._json({"status": 200, "message": "Welcome to the Evolution API, it is working!",
+                           "version": "2.3.6", "clientName": "evolution_exchange", "manager": f"{self.url}/manager",
+                           "documentation": "https://doc.evolution-api.com", "whatsappWebVersion": "2.3000.1028950000"})
+
+    async def _h_fetch(self, request: web.Request) -> web.Response:
+        key = request.headers.get("apikey")
+        rows = [i for i in self.instances.values() if key == self.apikey or key == i.token]
+        if not rows and key != self.apikey:
+            return self._json(fixtures.load("evolution", "rest-error-401-unauthorized"), 401)
+        wanted = request.query.get("instanceName")
+        return self._json([self._row(i) for i in rows if wanted in (None, i.name)])
+
+    def _row(self, i: Instance) -> dict[str, Any]:
+        at = "2025-10-21T11:40:39.123Z"
+        return {"id": i.id, "name": i.name, "connectionStatus": i.state, "ownerJid": i.wuid,
+                "profileName": i.profile_name, "profilePicUrl": i.profile_picture_url,
+                "integration": "WHATSAPP-BAILEYS", "number": None, "businessId": None, "token": i.token,
+                "clientName": "evolution_exchange", "disconnectionReasonCode": None, "disconnectionObject": None,
+                "disconnectionAt": None, "createdAt": at, "updatedAt": at, "Chatwoot": None, "Proxy": None,
+                "Rabbitmq": None, "Nats": None, "Sqs": None,
+                "Websocket": {"id": f"ws-{i.id}", "enabled": i.ws_enabled, "events": i.ws_events,
+                              "createdAt": at, "updatedAt": at, "instanceId": i.id},
+                "Setting": fixtures.load("evolution", "rest-instance-create-201-qr-ready")["settings"],
+                "_count": {"Message": 0, "Contact": 0, "Chat": 0}}
+
+    @_guarded
+    async def _h_connect(self, request: web.Request, inst: Instance) -> web.Response:
+        if inst.state == "open":
+            body = fixtures.load("evolution", "rest-instance-connect-200-already-open")
+            body["instance"]["instanceName"] = inst.name
+            return self._json(body)
+        if inst.state == "close":
+            self._begin_pairing(inst, request.query.get("number"))
+            if self.connect_wait > 0:
+                await asyncio.sleep(self.connect_wait)  # real Evolution: 2 s
+        return self._json(dict(inst.qrcode))
+
+    @_guarded
+    async def _h_state(self, request: web.Request, inst: Instance) -> web.Response:
+        return self._json(self._state_body(inst))
+
+    @_guarded
+    async def _h_logout(self, request: web.Request, inst: Instance) -> web.Response:
+        if inst.state == "close":
+            body = fixtures.load("evolution", "rest-instance-logout-400-not-connected")
+            body["response"]["message"] = [f'The "{inst.name}" instance is not connected']
+            return self._json(body, 400)
+        inst.generation += 1
+        self._spawn(self.logout(inst.name))  # 2.3.6 does not await the logout
+        return self._json(fixtures.load("evolution", "rest-instance-logout-200"))
+
+    @_guarded
+    async def _h_delete(self, request: web.Request, inst: Instance) -> web.Response:
+        await self.remove(inst.name)
+        return self._json(fixtures.load("evolution", "rest-instance-delete-200"))
+
+    @_guarded
+    async def _h_restart(self, request: web.Request, inst: Instance) -> web.Response:
+        if inst.state == "close":
+            return self._json(fixtures.load("evolution", "rest-instance-restart-200-error-when-closed"))
+        return self._json(self._state_body(inst) if inst.state == "open" else dict(inst.qrcode))
+
+    @_guarded
+    async def _h_webhook_set(self, request: web.Request, inst: Instance) -> web.Response:
+        wh = (await self._read_json(request)).get("webhook") or {}
+        enabled = bool(wh.get("enabled"))
+        headers = dict(wh.get("headers") or {})
+        self.set_webhook(wh.get("url") if enabled else None, headers=headers, by_events=bool(wh.get("byEvents")),
+                         instance=inst.name, events=list(wh.get("events") or []))
+        row = fixtures.load("evolution", "rest-webhook-set-201")
+        row.update(url=wh.get("url"), headers=headers, enabled=enabled, events=wh.get("events") or [],
+                   webhookByEvents=bool(wh.get("byEvents")), webhookBase64=bool(wh.get("base64")), instanceId=inst.id)
+        return self._json(row, 201)
+
+    @_guarded
+    async def _h_websocket_set(self, request: web.Request, inst: Instance) -> web.Response:
+        ws = (await self._read_json(request)).get("websocket") or {}
+        self.set_websocket(inst.name, enabled=bool(ws.get("enabled")), events=list(ws.get("events") or []))
+        row = fixtures.load("evolution", "rest-websocket-set-201")
+        row.update(enabled=inst.ws_enabled, events=inst.ws_events, instanceId=inst.id)
+        return self._json(row, 201)

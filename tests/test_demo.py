@@ -1,0 +1,51 @@
+"""`relay demo`, as a developer runs it: fake QRs reach the page, "simulate scan" connects."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+from tests.support.servers import free_port
+from tests.test_page import browser  # noqa: F401  (the Chromium fixture)
+
+
+async def test_demo_end_to_end(browser: Any) -> None:  # noqa: F811
+    port = free_port()
+    while True:  # the fake gateway takes the next port
+        try:
+            import socket
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            break
+        except OSError:
+            port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "demo", "--port", str(port), "--every", "1"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        link = None
+        deadline = time.monotonic() + 20
+        assert proc.stderr is not None
+        while link is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            match = re.search(r"Open: (\S+)", line)
+            if match:
+                link = match.group(1)
+        assert link, "demo printed no link"
+        page = await browser.new_page()
+        await page.goto(link)
+        await page.wait_for_selector('[data-relay-state="scan"]', timeout=15_000)
+        first = await page.locator("[data-relay-qr]").get_attribute("src")
+        await page.wait_for_function(
+            "(first) => { const q = document.querySelector('[data-relay-qr]');"
+            " return q && q.getAttribute('src') !== first; }", arg=first, timeout=15_000)
+        await page.click("[data-relay-demo-scan]")
+        await page.wait_for_selector('[data-relay-state="connected"]', timeout=10_000)
+        assert "Demo Phone" in await page.locator("[data-relay-status]").first.inner_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
