@@ -21,7 +21,7 @@ from .auth import Viewer, verify_token
 from .config import Settings
 from .errors import AuthError, RelayError
 from .fanout import Hub
-from .gateway import Gateway
+from .gateway import Gateway, gateways_from_settings
 from .metrics import Metrics
 from .snapshot import Event
 from .state import Broker, StateStore, open_backend
@@ -43,10 +43,19 @@ class Runtime:
     broker: Broker = None  # type: ignore[assignment]
     hub: Hub = None  # type: ignore[assignment]
     http: aiohttp.ClientSession | None = None
-    gateway: Gateway | None = None
+    gateways: dict[str, Gateway] = field(default_factory=dict)
     viewers: dict[str, Viewer] = field(default_factory=dict)
     inflight: asyncio.Semaphore = None  # type: ignore[assignment]
     started: bool = False
+
+    async def gateway_for(self, instance: str) -> Gateway | None:
+        """The gateway serving an instance: the one its snapshot names, else the first configured."""
+        if not self.gateways:
+            return None
+        snap = await self.store.get(instance)
+        if snap is not None and snap["upstream"]["name"] in self.gateways:
+            return self.gateways[snap["upstream"]["name"]]
+        return next(iter(self.gateways.values()))
 
     async def ingest(self, event: Event) -> bool:
         """Store one gateway event (and publish it). True when viewers got an update."""
@@ -76,11 +85,11 @@ def create_app(settings: Settings, *, store: StateStore | None = None,
         rt.http = aiohttp.ClientSession()
         rt.hub = Hub(sio, rt.store, rt.broker, rt.metrics, settings.upstream_name)
         await rt.broker.start(rt.hub)
-        rt.gateway = Gateway.from_settings(settings, rt.http, rt)
+        rt.gateways = gateways_from_settings(rt)
         rt.tasks.spawn("loop-lag", rt.metrics.watch_loop_lag())
         rt.tasks.spawn("slow-viewers", rt.hub.evict_slow_viewers())
-        if rt.gateway is not None:
-            await rt.gateway.start(rt.tasks)
+        for gateway in rt.gateways.values():
+            gateway.start(rt.tasks)
         rt.started = True
         log.info("relay ready (pid %d, state: %s)", os.getpid(),
                  "redis" if settings.redis_url else "in-memory")
@@ -90,8 +99,8 @@ def create_app(settings: Settings, *, store: StateStore | None = None,
             rt.started = False
             # Fixed order: stop producers, then the listener, then the store, then HTTP.
             await rt.tasks.close()
-            if rt.gateway is not None:
-                await rt.gateway.close()
+            for gateway in rt.gateways.values():
+                await gateway.close()
             await rt.broker.close()
             await rt.store.close()
             await rt.http.close()

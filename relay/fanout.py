@@ -181,6 +181,10 @@ class Hub:
     async def resume(self, instances: list[str]) -> None:
         """After a gap in the channel (listener reconnected), push fresh snapshots to viewers."""
         self.degraded = None
+        try:
+            await self.store.restore(dict(self._last))
+        except Exception as exc:
+            log.warning("could not restore state after the gap: %s", exc.__class__.__name__)
         for instance in instances:
             if self._counts.get(instance):
                 try:

@@ -114,11 +114,12 @@ async def connect(request: Request) -> Response:
     if isinstance(checked, JSONResponse):
         return checked
     rt = runtime(request)
-    if rt.gateway is None:
-        return error(501, "no_gateway", "the relay has no gateway to ask: set RELAY_EVOLUTION_URL "
-                     "(and RELAY_EVOLUTION_APIKEY) or RELAY_WPPCONNECT_URL")
     try:
-        await rt.gateway.connect(instance)
+        gateway = await rt.gateway_for(instance)
+        if gateway is None:
+            return error(501, "no_gateway", "the relay has no gateway to ask: set RELAY_EVOLUTION_URL "
+                         "(and RELAY_EVOLUTION_APIKEY) or RELAY_WPPCONNECT_URL")
+        await gateway.connect(instance)
         return JSONResponse(await rt.hub.snapshot(instance), status_code=202)
     except RelayError as exc:
         return from_exc(exc)
@@ -133,10 +134,11 @@ async def logout(request: Request) -> Response:
     if not admin_allowed(rt.settings.admin_key, request.headers.get("authorization")):
         return error(401, "unauthorized", "admin key required (Authorization: Bearer <key>)",
                      {"WWW-Authenticate": "Bearer"})
-    if rt.gateway is None:
-        return error(501, "no_gateway", "the relay has no gateway to ask: set RELAY_EVOLUTION_URL")
     try:
-        await rt.gateway.logout(instance)
+        gateway = await rt.gateway_for(instance)
+        if gateway is None:
+            return error(501, "no_gateway", "the relay has no gateway to ask: set RELAY_EVOLUTION_URL")
+        await gateway.logout(instance)
         return JSONResponse(await rt.hub.snapshot(instance), status_code=202)
     except RelayError as exc:
         return from_exc(exc)
@@ -156,9 +158,16 @@ async def readyz(request: Request) -> Response:
     except Exception:
         checks["store"] = False
     checks["listener"] = bool(rt.started and rt.broker.healthy)
-    if rt.gateway is not None:
-        checks["gateway"] = {"name": rt.gateway.name, "ok": rt.gateway.ok, "detail": rt.gateway.detail}
-    ok = checks["store"] and checks["listener"] and (rt.gateway is None or rt.gateway.ok)
+    # Reported, not required: a relay whose gateway is down must stay in the balancer, or
+    # nobody could be told that the gateway is down.
+    gateways = []
+    for gateway in rt.gateways.values():
+        try:
+            gateways.append(await gateway.shared_status())
+        except Exception:
+            gateways.append({"name": gateway.name, "ok": gateway.ok, "detail": gateway.detail})
+    checks["gateways"] = gateways
+    ok = checks["store"] and checks["listener"]
     return JSONResponse({"ok": bool(ok), "checks": checks}, status_code=200 if ok else 503)
 
 

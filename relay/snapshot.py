@@ -84,6 +84,9 @@ class Event:
     upstream_detail: str | None = None
     gateway_ts: int | None = None
     dedupe_key: str | None = None
+    # For state read over REST (resync): when it was read, on our clock. A record updated after
+    # that holds a newer event, which such a read must not undo.
+    read_at_ms: int | None = None
 
 
 RETIRED_MAX = 16
@@ -159,6 +162,12 @@ def _content(s: Snapshot) -> tuple[Any, ...]:
     return (s["state"], qr_key, s["reason"], s["profile"], s["upstream"])
 
 
+def _same_qr(old: QR, new: NewQR) -> bool:
+    if old["code"] and new.code:
+        return bool(old["code"] == new.code)
+    return old["image"] is not None and old["image"] == new.image
+
+
 def is_stale(record: Record | None, event: Event) -> bool:
     """True when the event is older than what the record already reflects."""
     if record is None:
@@ -166,6 +175,9 @@ def is_stale(record: Record | None, event: Event) -> bool:
     if event.qr is not None and code_hash(event.qr.code, event.qr.image) in record.retired:
         # A QR this instance already moved past: a late retry, or Evolution's REST `connect`
         # handing back the previous, expired QR (protocols/evolution.md §4.3).
+        return True
+    updated = record.snapshot["updatedAt"]
+    if event.read_at_ms is not None and updated is not None and updated > event.read_at_ms:
         return True
     if event.gateway_ts is None or record.gateway_ts is None:
         return False
@@ -199,9 +211,12 @@ def apply(record: Record | None, event: Event, *, qr_ttl_ms: int, at_ms: int | N
         new["qr"] = QR(code=event.qr.code, image=event.qr.image, pairingCode=event.qr.pairing_code,
                        expiresAt=at + qr_ttl_ms)
         # Same QR again (the socket and the webhook both delivered it): keep its original expiry.
+        # WPPConnect's socket sends only the image, its webhook the code too: merge them.
         old = before["qr"]
-        if old is not None and (old["code"], old["image"]) == (event.qr.code, event.qr.image):
-            new["qr"] = old
+        if old is not None and _same_qr(old, event.qr):
+            new["qr"] = QR(code=event.qr.code or old["code"], image=event.qr.image or old["image"],
+                           pairingCode=event.qr.pairing_code or old["pairingCode"],
+                           expiresAt=old["expiresAt"])
     elif event.clear_qr:
         new["qr"] = None
     if event.reason is not None:
@@ -225,8 +240,8 @@ def apply(record: Record | None, event: Event, *, qr_ttl_ms: int, at_ms: int | N
 
     retired = list(record.retired) if record else []
     old_qr = current["qr"]
-    if old_qr is not None and (new["qr"] is None or new["qr"]["code"] != old_qr["code"]
-                               or new["qr"]["image"] != old_qr["image"]):
+    if old_qr is not None and (new["qr"] is None or not _same_qr(
+            old_qr, NewQR(code=new["qr"]["code"], image=new["qr"]["image"]))):
         retired = (retired + [code_hash(old_qr["code"], old_qr["image"])])[-RETIRED_MAX:]
 
     changed = _content(new) != _content(current)  # type: ignore[arg-type]

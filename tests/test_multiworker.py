@@ -110,11 +110,12 @@ async def test_workers_2_on_one_port(redis_server: RedisServer) -> None:
     try:
         pids = set()
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
+            for _ in range(400):  # the second worker may still be starting: give it time
                 async with session.get(f"{relay.url}/healthz", headers={"Connection": "close"}) as resp:
                     pids.add((await resp.json())["pid"])
                 if len(pids) == 2:
                     break
+                await asyncio.sleep(0.05)
         assert len(pids) == 2, "two worker processes answer on the one port"
         for _ in range(8):
             viewers.append((await connected_viewer(relay.url, token("*"), "shop"))[0])

@@ -104,3 +104,32 @@ def test_upstream_status_is_part_of_the_snapshot() -> None:
     record, outcomes = run(qr("a", 1), down, down, up)
     assert outcomes == [True, True, False, True]
     assert record is not None and record.snapshot["upstream"] == {"name": "evolution", "ok": True, "detail": None}
+
+
+def test_a_rest_read_never_undoes_a_newer_event() -> None:
+    record, _ = run(qr("a", 1), at=1_000)
+    record2 = apply(record, state("open", 2), qr_ttl_ms=TTL, at_ms=2_000)
+    assert record2 is not None
+    read_before_open = Event(upstream="evolution", instance="i", cause="resync", state="connecting",
+                             read_at_ms=1_500)
+    assert apply(record2[0], read_before_open, qr_ttl_ms=TTL, at_ms=2_500) is None
+    read_after_open = Event(upstream="evolution", instance="i", cause="resync", state="close",
+                            clear_qr=True, read_at_ms=2_100)
+    result = apply(record2[0], read_after_open, qr_ttl_ms=TTL, at_ms=2_600)
+    assert result is not None and result[0].snapshot["state"] == "close"
+
+
+def test_socket_image_and_webhook_code_are_one_qr() -> None:
+    image = "data:image/png;base64,AAAA"
+    sock = Event(upstream="wppconnect", instance="i", cause="qrCode", state="connecting",
+                 qr=NewQR(code=None, image=image))
+    hook = Event(upstream="wppconnect", instance="i", cause="qrcode", state="connecting",
+                 qr=NewQR(code="2@ref,x,y,z", image=image))
+    record, outcomes = run(sock, hook)
+    assert record is not None and record.snapshot["qr"]["code"] == "2@ref,x,y,z"  # type: ignore[index]
+    first = apply(None, sock, qr_ttl_ms=TTL, at_ms=1_000)
+    assert first is not None
+    merged = apply(first[0], hook, qr_ttl_ms=TTL, at_ms=9_000)
+    assert merged is not None and merged[0].snapshot["qr"]["expiresAt"] == 1_000 + TTL  # type: ignore[index]
+    again = apply(merged[0], sock, qr_ttl_ms=TTL, at_ms=9_500)
+    assert again is not None and again[1] is False  # the socket copy after the webhook: no update

@@ -28,7 +28,12 @@ class Recorder:
     async def deliver(self, instance: str, payload: str, **_: Any) -> None:
         await self.delivered.put((instance, json.loads(payload)))
 
+    store: Any = None
+
     async def resume(self, instances: list[str]) -> None:
+        # Like the hub: put back what this process knows, then re-read.
+        if self.store is not None:
+            await self.store.restore({})
         self.resumed.append(sorted(instances))
 
     async def degrade(self, detail: str) -> None:
@@ -68,6 +73,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[StateSt
         redis_server.start()
         settings = Settings.from_env({"RELAY_SECRET": "x" * 32, "RELAY_REDIS_URL": redis_server.url})
         store, broker = await open_redis_backend(settings)
+    recorder.store = store
     await broker.start(recorder)
     try:
         yield store, broker, recorder, redis_server

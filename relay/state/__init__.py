@@ -12,10 +12,13 @@ settings, or tests inject their own.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Settings
 from ..snapshot import Event, Snapshot
+
+if TYPE_CHECKING:
+    from ..lease import Lease
 
 class BrokerListener(Protocol):
     """What a broker reports to (the hub)."""
@@ -45,8 +48,17 @@ class StateStore(Protocol):
     async def ping(self) -> bool:
         """True when the store answers right now."""
 
-    async def restore(self) -> int:
-        """After the store came back empty, put back what this process knows; returns how many."""
+    async def restore(self, seen: dict[str, Snapshot]) -> int:
+        """After the store came back empty, put back what this process knows (records it wrote
+        or read, and ``seen``: snapshots it delivered); never overwrites. Returns how many."""
+
+    async def swap_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Store a gateway's reachability, shared by all workers; returns the previous one."""
+
+    async def status(self, name: str) -> dict[str, Any] | None: ...
+
+    def lease(self, name: str) -> "Lease":
+        """The lease that elects one worker to follow gateway ``name``."""
 
     async def close(self) -> None: ...
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from typing import Any
 
+from ..lease import LocalLease
 from ..snapshot import Event, Record, Snapshot, apply, encode
 from . import BrokerListener
 
@@ -49,6 +51,7 @@ class MemoryState:
         self.default_upstream = default_upstream
         self._records: dict[str, Record] = {}
         self._seen: OrderedDict[str, float] = OrderedDict()
+        self._status: dict[str, dict[str, Any]] = {}
 
     async def get(self, instance: str) -> Snapshot | None:
         record = self._records.get(instance)
@@ -85,8 +88,18 @@ class MemoryState:
     async def ping(self) -> bool:
         return True
 
-    async def restore(self) -> int:
+    async def restore(self, seen: dict[str, Snapshot]) -> int:
         return 0  # memory can't lose what it holds without the process going too
+
+    async def swap_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        previous, self._status[name] = self._status.get(name), status
+        return previous
+
+    async def status(self, name: str) -> dict[str, Any] | None:
+        return self._status.get(name)
+
+    def lease(self, name: str) -> LocalLease:
+        return LocalLease()
 
     async def close(self) -> None:
         self._records.clear()

@@ -8,15 +8,17 @@ messages come in seq order.
 Broker: one pub/sub channel per instance, subscribed only while this worker has viewers of it. A
 supervised listener owns the pub/sub connection; after any gap it re-subscribes and asks the hub
 to push fresh snapshots (pub/sub is at-most-once). Every worker also remembers the records it
-wrote or read lately and puts them back if Redis comes back empty, so a Redis restart without
-persistence loses no accepted event.
+wrote or read lately, and the hub the snapshots it delivered; they are put back if Redis comes
+back empty, so a Redis restart without persistence loses no accepted event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import OrderedDict
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -24,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
 
 from ..config import Settings
+from ..lease import RedisLease
 from ..snapshot import Event, Record, Snapshot, apply, encode
 from ..tasks import Backoff
 from . import BrokerListener
@@ -114,17 +117,31 @@ class RedisState:
                 self._remember(event.instance, record)
                 return record.snapshot if changed else None
 
-    async def restore(self) -> int:
-        """Put back the records this worker knows of that Redis lost (it restarted empty).
-        SET NX: whatever Redis holds now is newer and wins."""
+    async def restore(self, seen: dict[str, Snapshot]) -> int:
+        """Put back what Redis lost when it restarted empty. SET NX: whatever Redis holds now was
+        written since, is newer, and wins. A full record (with its gateway clock) beats a bare
+        snapshot this worker only delivered."""
+        records = {instance: Record(snapshot=snap) for instance, snap in seen.items()}
+        records.update(self._recent)
         restored = 0
-        for instance, record in list(self._recent.items()):
+        for instance, record in records.items():
             if await self.client.set(self.key(instance), record.dumps(), nx=True):
                 restored += 1
         if restored:
             log.warning("Redis had lost the state of %d instance(s); restored it from this worker",
                         restored)
         return restored
+
+    async def swap_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        raw = await self.client.set(f"{self.prefix}:gateway:{name}", json.dumps(status), get=True)
+        return json.loads(raw) if raw else None
+
+    async def status(self, name: str) -> dict[str, Any] | None:
+        raw = await self.client.get(f"{self.prefix}:gateway:{name}")
+        return json.loads(raw) if raw else None
+
+    def lease(self, name: str) -> RedisLease:
+        return RedisLease(self.client, f"{self.prefix}:lease:{name}")
 
     async def ping(self) -> bool:
         try:
@@ -200,7 +217,6 @@ class RedisBroker:
                 backoff.reset()
                 if not first:
                     log.info("Redis listener is back; resyncing %d instance(s)", len(self._wanted))
-                    await self.state.restore()
                     await self._notify_resume()
                 first = False
                 await self._listen(pubsub)
