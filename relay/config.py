@@ -47,6 +47,7 @@ class Settings:
     # How many webhook requests may be stored at once; more answer 503 (the gateway retries).
     max_inflight: int = 256
     gateway_timeout: float = 10.0
+    probe_interval: float = 10.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -80,6 +81,7 @@ class Settings:
             "max_body": r.int("RELAY_MAX_BODY", 1024 * 1024, lo=1024, hi=64 * 1024 * 1024),
             "max_inflight": r.int("RELAY_MAX_INFLIGHT", 256, lo=1, hi=100_000),
             "gateway_timeout": r.float("RELAY_GATEWAY_TIMEOUT", 10.0, lo=0.1, hi=300.0),
+            "probe_interval": r.float("RELAY_GATEWAY_PROBE_INTERVAL", 10.0, lo=0.1, hi=3600.0),
         }
         secret = r.opt("RELAY_SECRET")
         for key, value in overrides.items():

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from .app import Runtime
 
 log = logging.getLogger("relay.gateway")
-PROBE_EVERY = 10.0
 
 
 class Gateway(abc.ABC):
@@ -54,7 +53,8 @@ class Gateway(abc.ABC):
 
     @abc.abstractmethod
     async def read_state(self, instance: str) -> list[Event]:
-        """The instance's current state, read over REST (for resync)."""
+        """The instance's current state, read over REST (for resync). Return one event per
+        independent read: each is dropped if the instance changed after the resync began."""
 
     async def stream(self) -> None:
         """Follow the gateway's event stream until cancelled (default: no stream)."""
@@ -148,7 +148,7 @@ class Gateway(abc.ABC):
                 await self.set_reachable(False, exc.detail)
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), PROBE_EVERY)
+                await asyncio.wait_for(self._wake.wait(), self.rt.settings.probe_interval)
             except asyncio.TimeoutError:
                 pass
 

@@ -9,13 +9,14 @@ retried with backoff; the key goes in the handshake (header), never in the ``aut
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
 import socketio
 
 from ..errors import BadEventError, UpstreamError
-from ..gateway import PROBE_EVERY, Gateway
+from ..gateway import Gateway
 from ..tasks import Backoff
 from . import evolution
 
@@ -53,6 +54,7 @@ class EvolutionGateway(Gateway):
         self.gateway_instances = set(await self.client.fetch_instances())
 
     async def read_state(self, instance: str) -> list[evolution.Event]:
+        """connectionState, plus the current QR while connecting, as ONE event (one read)."""
         try:
             state = await self.client.connection_state(instance)
         except UpstreamError as exc:
@@ -61,13 +63,12 @@ class EvolutionGateway(Gateway):
             raise
         if state is None:
             return []
-        events = [state]
         if state.state == "connecting":
             # While connecting, `connect` answers the current QR without side effects (§4.3).
             answer = await self.client.connect(instance)
             if answer is not None:
-                events.append(answer)
-        return events
+                return [dataclasses.replace(answer, cause="resync")]
+        return [state]
 
     # -- the stream -------------------------------------------------------------------------------
     async def stream(self) -> None:
@@ -95,7 +96,7 @@ class EvolutionGateway(Gateway):
                         if not task.cancelled() and task.exception() is not None:
                             log.error("follower of one namespace crashed", exc_info=task.exception())
                         del followers[name]
-                await asyncio.sleep(PROBE_EVERY / 2)
+                await asyncio.sleep(self.rt.settings.probe_interval / 2)
         finally:
             for task in followers.values():
                 task.cancel()
