@@ -8,7 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import aiohttp
 import socketio
@@ -62,7 +62,7 @@ class Runtime:
         return await self.store.apply(event) is not None
 
 
-def valid_instance(name: Any) -> bool:
+def valid_instance(name: Any) -> TypeGuard[str]:
     return isinstance(name, str) and 0 < len(name) <= MAX_INSTANCE_NAME and name.strip() == name
 
 
@@ -85,6 +85,7 @@ def create_app(settings: Settings, *, store: StateStore | None = None,
         rt.http = aiohttp.ClientSession()
         rt.hub = Hub(sio, rt.store, rt.broker, rt.metrics, settings.upstream_name)
         await rt.broker.start(rt.hub)
+        rt.metrics.listener_up.set(1 if rt.broker.healthy else 0)
         rt.gateways = gateways_from_settings(rt)
         rt.tasks.spawn("loop-lag", rt.metrics.watch_loop_lag())
         rt.tasks.spawn("slow-viewers", rt.hub.evict_slow_viewers())

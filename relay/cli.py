@@ -46,6 +46,11 @@ def serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[env_of[key]] = str(value)
     os.environ["RELAY_SECRET"] = settings.secret
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # One scrape must count every worker: prometheus_client shares values through files.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relay-metrics-")
     uvicorn.run("relay.app:app_from_env", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers if settings.workers > 1 else None,
                 log_level=settings.log_level, access_log=False,  # access logs would hold ?token=

@@ -62,9 +62,9 @@ class Settings:
         """Build settings from ``RELAY_*`` variables; ``overrides`` (CLI flags) win when not None."""
         r = _Reader(env)
         values: dict[str, object] = {
-            "host": r.str("RELAY_HOST", "127.0.0.1"),
-            "port": r.int("RELAY_PORT", 8000, lo=0, hi=65535),
-            "workers": r.int("RELAY_WORKERS", 1, lo=1, hi=256),
+            "host": r.text("RELAY_HOST", "127.0.0.1"),
+            "port": r.integer("RELAY_PORT", 8000, lo=0, hi=65535),
+            "workers": r.integer("RELAY_WORKERS", 1, lo=1, hi=256),
             "redis_url": r.url("RELAY_REDIS_URL", ("redis", "rediss", "unix")),
             "webhook_secret": r.opt("RELAY_WEBHOOK_SECRET"),
             "admin_key": r.opt("RELAY_ADMIN_KEY"),
@@ -73,15 +73,15 @@ class Settings:
             "evolution_socket": r.choice("RELAY_EVOLUTION_SOCKET", SOCKET_MODES, "off"),
             "wppconnect_url": r.url("RELAY_WPPCONNECT_URL", ("http", "https")),
             "wppconnect_secret_key": r.opt("RELAY_WPPCONNECT_SECRET_KEY"),
-            "allowed_origins": r.list("RELAY_ALLOWED_ORIGINS"),
-            "qr_ttl": r.float("RELAY_QR_TTL", 45.0, lo=1.0, hi=3600.0),
-            "key_prefix": r.str("RELAY_KEY_PREFIX", "relay"),
+            "allowed_origins": r.items("RELAY_ALLOWED_ORIGINS"),
+            "qr_ttl": r.number("RELAY_QR_TTL", 45.0, lo=1.0, hi=3600.0),
+            "key_prefix": r.text("RELAY_KEY_PREFIX", "relay"),
             "log_level": r.choice("RELAY_LOG_LEVEL", LOG_LEVELS, "info"),
-            "web_dir": Path(r.str("RELAY_WEB_DIR", str(DEFAULT_WEB_DIR))),
-            "max_body": r.int("RELAY_MAX_BODY", 1024 * 1024, lo=1024, hi=64 * 1024 * 1024),
-            "max_inflight": r.int("RELAY_MAX_INFLIGHT", 256, lo=1, hi=100_000),
-            "gateway_timeout": r.float("RELAY_GATEWAY_TIMEOUT", 10.0, lo=0.1, hi=300.0),
-            "probe_interval": r.float("RELAY_GATEWAY_PROBE_INTERVAL", 10.0, lo=0.1, hi=3600.0),
+            "web_dir": Path(r.text("RELAY_WEB_DIR", str(DEFAULT_WEB_DIR))),
+            "max_body": r.integer("RELAY_MAX_BODY", 1024 * 1024, lo=1024, hi=64 * 1024 * 1024),
+            "max_inflight": r.integer("RELAY_MAX_INFLIGHT", 256, lo=1, hi=100_000),
+            "gateway_timeout": r.number("RELAY_GATEWAY_TIMEOUT", 10.0, lo=0.1, hi=300.0),
+            "probe_interval": r.number("RELAY_GATEWAY_PROBE_INTERVAL", 10.0, lo=0.1, hi=3600.0),
         }
         secret = r.opt("RELAY_SECRET")
         for key, value in overrides.items():
@@ -122,10 +122,10 @@ class _Reader:
             return None
         return value.strip()
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         return self.opt(name) or default
 
-    def int(self, name: str, default: int, *, lo: int, hi: int) -> int:
+    def integer(self, name: str, default: int, *, lo: int, hi: int) -> int:
         raw = self.opt(name)
         if raw is None:
             return default
@@ -137,7 +137,7 @@ class _Reader:
             raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
         return value
 
-    def float(self, name: str, default: float, *, lo: float, hi: float) -> float:
+    def number(self, name: str, default: float, *, lo: float, hi: float) -> float:
         raw = self.opt(name)
         if raw is None:
             return default
@@ -165,7 +165,7 @@ class _Reader:
             raise ConfigError(f"{name} must be a {'/'.join(s + '://' for s in schemes)} URL")
         return raw.rstrip("/") if parts.scheme in ("http", "https") else raw
 
-    def list(self, name: str) -> tuple[str, ...]:
+    def items(self, name: str) -> tuple[str, ...]:
         raw = self.opt(name)
         if raw is None:
             return ()

@@ -181,6 +181,7 @@ class Hub:
     async def resume(self, instances: list[str]) -> None:
         """After a gap in the channel (listener reconnected), push fresh snapshots to viewers."""
         self.degraded = None
+        self.metrics.listener_up.set(1)
         try:
             await self.store.restore(dict(self._last))
         except Exception as exc:
@@ -197,6 +198,7 @@ class Hub:
     async def degrade(self, detail: str) -> None:
         """The channel listener is down: tell every local viewer, from the last known state."""
         self.degraded = detail
+        self.metrics.listener_up.set(0)
         for instance, snap in list(self._last.items()):
             await self.deliver(instance, encode(snap), fresh=False)
 

@@ -1,12 +1,18 @@
-"""Prometheus metrics, one registry per app (tests run several apps in one process)."""
+"""Prometheus metrics, one registry per app (tests run several apps in one process).
+
+With ``relay serve --workers N`` on one port, a scrape reaches one worker at random, so the CLI
+turns on prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) and every scrape
+returns the sum over the workers (gauges say how they combine).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 log = logging.getLogger("relay.metrics")
 
@@ -17,9 +23,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.viewers = Gauge("relay_viewers", "Connected viewers (Socket.IO and SSE)", registry=r)
+        self.viewers = Gauge("relay_viewers", "Connected viewers (Socket.IO and SSE)", registry=r,
+                             multiprocess_mode="livesum")
         self.subscribed = Gauge("relay_subscribed_instances",
-                                "Instances this worker is subscribed to (has viewers of)", registry=r)
+                                "Instance subscriptions (summed over workers with viewers of them)",
+                                registry=r, multiprocess_mode="livesum")
         self.webhooks = Counter("relay_webhooks_total", "Gateway events received",
                                 ["upstream", "event", "outcome"], registry=r)
         self.delivered = Counter("relay_updates_delivered_total",
@@ -28,21 +36,27 @@ class Metrics:
                              "From the event being stored to its fan-out on this worker",
                              buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5),
                              registry=r)
-        self.listener_up = Gauge("relay_listener_up", "1 while the pub/sub listener is connected",
-                                 registry=r)
+        self.listener_up = Gauge("relay_listener_up",
+                                 "1 while the pub/sub listener is connected (lowest over workers)",
+                                 registry=r, multiprocess_mode="livemin")
         self.store_errors = Counter("relay_store_errors_total", "Failed state-store (Redis) operations",
                                     registry=r)
         self.upstream_up = Gauge("relay_upstream_up", "1 while the gateway is reachable", ["upstream"],
-                                 registry=r)
+                                 registry=r, multiprocess_mode="livemostrecent")
         self.slow_viewers = Counter("relay_slow_viewers_disconnected_total",
                                     "Viewers disconnected because they could not keep up", registry=r)
         self.loop_lag_max = Gauge("relay_loop_lag_max_seconds",
-                                  "Longest event-loop stall seen since the previous scrape", registry=r)
+                                  "Longest event-loop stall since the previous scrape (max over workers)",
+                                  registry=r, multiprocess_mode="livemax")
         self._lag_peak = 0.0
 
     def render(self) -> bytes:
         self.loop_lag_max.set(self._lag_peak)
         self._lag_peak = 0.0
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)
 
     async def watch_loop_lag(self, interval: float = 0.02) -> None:

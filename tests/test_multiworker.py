@@ -128,6 +128,14 @@ async def test_workers_2_on_one_port(redis_server: RedisServer) -> None:
         for viewer in viewers:
             codes = [(await viewer.next_update())["qr"]["code"] for _ in range(4)]
             assert codes == [f"2@n{i},a,b,c" for i in range(4)]
+        # One scrape counts every worker (prometheus multiprocess mode).
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{relay.url}/metrics") as resp:
+                text = await resp.text()
+        assert "relay_viewers 8.0" in text
+        assert 'relay_webhooks_total{event="qrcode.updated",outcome="updated",upstream="evolution"} 4.0' in text
+        assert "relay_updates_delivered_total 32.0" in text
+        assert "relay_listener_up 1.0" in text
     finally:
         for viewer in viewers:
             await viewer.close()
@@ -156,6 +164,8 @@ async def test_redis_killed_mid_stream(two_workers: tuple[RelayProcess, RelayPro
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{a.url}/readyz") as resp:
                 assert resp.status == 503
+            async with session.get(f"{a.url}/metrics") as resp:
+                assert "relay_listener_up 0.0" in await resp.text()
 
         redis_server.start()  # same port, empty: the workers put back what they knew
         for viewer in (va, vb):

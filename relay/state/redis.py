@@ -134,7 +134,7 @@ class RedisState:
 
     async def swap_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         raw = await self.client.set(f"{self.prefix}:gateway:{name}", json.dumps(status), get=True)
-        return json.loads(raw) if raw else None
+        return json.loads(raw) if isinstance(raw, (str, bytes)) and raw else None
 
     async def status(self, name: str) -> dict[str, Any] | None:
         raw = await self.client.get(f"{self.prefix}:gateway:{name}")
