@@ -84,6 +84,9 @@ class Event:
     upstream_detail: str | None = None
     gateway_ts: int | None = None
     dedupe_key: str | None = None
+    # A generic close reason that must not replace a more specific one already shown
+    # (WPPConnect's browserClose follows disconnectedMobile, in either order).
+    keep_close_reason: bool = False
     # For state read over REST (resync): when it was read, on our clock. A record updated after
     # that holds a newer event, which such a read must not undo.
     read_at_ms: int | None = None
@@ -111,9 +114,11 @@ class Record:
         return cls(snapshot=data["s"], gateway_ts=data.get("t"), retired=data.get("r") or [])
 
 
-def code_hash(code: str | None, image: str | None) -> str:
-    """A short, non-reversible name for a QR (QR codes never go into logs or extra keys)."""
-    return hashlib.blake2b(f"{code}|{image}".encode(), digest_size=8).hexdigest()
+def code_hash(code: str | None, image: str | None, pairing: str | None = None) -> str:
+    """A short, non-reversible name for a QR (QR codes never go into logs or extra keys).
+    A pairing-code-only "QR" (no code, no image) is named by its pairing code."""
+    return hashlib.blake2b(f"{code}|{image}|{pairing if not (code or image) else ''}".encode(),
+                           digest_size=8).hexdigest()
 
 
 def now_ms() -> int:
@@ -165,14 +170,17 @@ def _content(s: Snapshot) -> tuple[Any, ...]:
 def _same_qr(old: QR, new: NewQR) -> bool:
     if old["code"] and new.code:
         return bool(old["code"] == new.code)
-    return old["image"] is not None and old["image"] == new.image
+    if old["image"] or new.image:
+        return old["image"] == new.image
+    return old["pairingCode"] == new.pairing_code
 
 
 def is_stale(record: Record | None, event: Event) -> bool:
     """True when the event is older than what the record already reflects."""
     if record is None:
         return False
-    if event.qr is not None and code_hash(event.qr.code, event.qr.image) in record.retired:
+    if event.qr is not None and code_hash(event.qr.code, event.qr.image,
+                                          event.qr.pairing_code) in record.retired:
         # A QR this instance already moved past: a late retry, or Evolution's REST `connect`
         # handing back the previous, expired QR (protocols/evolution.md §4.3).
         return True
@@ -220,7 +228,9 @@ def apply(record: Record | None, event: Event, *, qr_ttl_ms: int, at_ms: int | N
     elif event.clear_qr:
         new["qr"] = None
     if event.reason is not None:
-        new["reason"] = event.reason
+        keep = event.keep_close_reason and before["state"] == "close" and before["reason"] is not None
+        if not keep:
+            new["reason"] = event.reason
     elif event.clear_reason:
         new["reason"] = None
     if event.profile is not None:
@@ -241,8 +251,9 @@ def apply(record: Record | None, event: Event, *, qr_ttl_ms: int, at_ms: int | N
     retired = list(record.retired) if record else []
     old_qr = current["qr"]
     if old_qr is not None and (new["qr"] is None or not _same_qr(
-            old_qr, NewQR(code=new["qr"]["code"], image=new["qr"]["image"]))):
-        retired = (retired + [code_hash(old_qr["code"], old_qr["image"])])[-RETIRED_MAX:]
+            old_qr, NewQR(code=new["qr"]["code"], image=new["qr"]["image"],
+                          pairing_code=new["qr"]["pairingCode"]))):
+        retired = (retired + [code_hash(old_qr["code"], old_qr["image"], old_qr["pairingCode"])])[-RETIRED_MAX:]
 
     changed = _content(new) != _content(current)  # type: ignore[arg-type]
     if changed:

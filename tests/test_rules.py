@@ -133,3 +133,24 @@ def test_socket_image_and_webhook_code_are_one_qr() -> None:
     assert merged is not None and merged[0].snapshot["qr"]["expiresAt"] == 1_000 + TTL  # type: ignore[index]
     again = apply(merged[0], sock, qr_ttl_ms=TTL, at_ms=9_500)
     assert again is not None and again[1] is False  # the socket copy after the webhook: no update
+
+
+def test_pairing_codes_alone_follow_one_another() -> None:
+    p1 = Event(upstream="evolution", instance="i", cause="qrcode.updated", state="connecting",
+               qr=NewQR(code=None, image=None, pairing_code="AAAA1111"))
+    p2 = Event(upstream="evolution", instance="i", cause="qrcode.updated", state="connecting",
+               qr=NewQR(code=None, image=None, pairing_code="BBBB2222"))
+    record, outcomes = run(p1, state("open"), p2, p1)
+    assert outcomes == [True, True, True, None]  # a new code shows; the old one never returns
+    assert record is not None and record.snapshot["qr"]["pairingCode"] == "BBBB2222"  # type: ignore[index]
+
+
+def test_generic_close_keeps_the_specific_reason() -> None:
+    specific = Event(upstream="wppconnect", instance="i", cause="status-find", state="close",
+                     reason=Reason(code="disconnectedMobile", message="logged out on the phone"))
+    generic = Event(upstream="wppconnect", instance="i", cause="status-find", state="close",
+                    reason=Reason(code="browserClose", message="closed"), keep_close_reason=True)
+    record, _ = run(specific, generic)
+    assert record is not None and record.snapshot["reason"]["code"] == "disconnectedMobile"  # type: ignore[index]
+    record, _ = run(qr("a"), generic)  # alone (the QR timed out): the generic reason is shown
+    assert record is not None and record.snapshot["reason"]["code"] == "browserClose"  # type: ignore[index]

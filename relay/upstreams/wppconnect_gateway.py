@@ -1,0 +1,136 @@
+"""WPPConnect Server as a :class:`~relay.gateway.Gateway`: REST control and its Socket.IO stream.
+
+Socket facts (protocols/wppconnect.md §3): one root namespace on the REST port, no auth, every
+session's events broadcast to every client (so the payload's ``session`` is the filter), no
+``status-find`` on the socket, and events after a close-session lack ``session`` (§8.2). Missed
+events are never replayed, so every (re)connect is followed by a resync over ``status-session``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import socketio
+
+from ..errors import BadEventError, UpstreamError
+from ..gateway import Gateway
+from ..snapshot import Event, now_ms
+from ..tasks import Backoff
+from . import wppconnect
+
+if TYPE_CHECKING:
+    from ..app import Runtime
+
+log = logging.getLogger("relay.wppconnect")
+
+
+class WPPConnectGateway(Gateway):
+    """REST via :class:`~relay.upstreams.wppconnect.WPPConnectClient`; follows the socket whenever
+    ``RELAY_WPPCONNECT_URL`` is set (there is nothing to switch: it is on the REST port)."""
+
+    name = "wppconnect"
+
+    def __init__(self, rt: "Runtime"):
+        super().__init__(rt)
+        s = rt.settings
+        assert s.wppconnect_url and s.wppconnect_secret_key and rt.http is not None
+        self.url = s.wppconnect_url
+        self.client = wppconnect.WPPConnectClient(rt.http, s.wppconnect_url, s.wppconnect_secret_key,
+                                                  s.gateway_timeout)
+        # Set while this worker follows the socket (connected and resynced); for tests and logs.
+        self.socket_connected = asyncio.Event()
+
+    async def request_qr(self, instance: str) -> list[Event]:
+        read_at = now_ms()
+        event = await self.client.start_session(instance)
+        # The answer is the state when the request arrived (§8.6): anything stored since then
+        # (a QR webhook racing the answer) is newer, so stamp it like a resync read.
+        return [dataclasses.replace(event, read_at_ms=read_at)] if event is not None else []
+
+    async def request_logout(self, instance: str) -> None:
+        await self.client.logout_session(instance)
+
+    async def probe(self) -> None:
+        # show-all-sessions needs the secret itself: it proves reachability AND the key, without
+        # the bcrypt work of a generate-token (or a token for a made-up session). /healthz would
+        # only prove the process is up.
+        await self.client.show_all_sessions()
+
+    async def read_state(self, instance: str) -> list[Event]:
+        event = await self.client.status_session(instance)
+        return [event] if event is not None else []
+
+    async def names(self) -> list[str]:
+        """The sessions to resync: those in the store and those connected through this worker.
+        (Not show-all-sessions: it lists every persisted session, most of them nobody's.)"""
+        return sorted(set(await self.known()) | self.extra_instances)
+
+    # -- the stream -------------------------------------------------------------------------------
+    async def on_socket(self, event_name: str, data: Any) -> None:
+        """One socket event: parse, store; a QR without a session name triggers a resync."""
+        try:
+            event = wppconnect.parse_socket(event_name, data)
+        except BadEventError as exc:
+            log.warning("ignored a malformed socket event: %s", exc.detail)
+            return
+        if event is None:
+            if event_name == "qrCode":
+                # After a close-session the QR comes without its session (§8.2): status-session
+                # of each session we serve tells whose it is.
+                self.rt.tasks.spawn("resync-wppconnect", self._resync_named())
+            return
+        try:
+            await self.rt.ingest(event)
+        except Exception as exc:  # e.g. Redis down; the next resync repairs the snapshot
+            log.error("could not store a socket %s event: %s", event_name, exc.__class__.__name__)
+            return
+        self.rt.metrics.webhooks.labels(self.name, event.cause, "socket").inc()
+
+    def _handler(self, event_name: str) -> Callable[..., Awaitable[None]]:
+        async def handle(data: Any = None, *_: Any) -> None:
+            await self.on_socket(event_name, data)
+        return handle
+
+    async def _resync_named(self) -> None:
+        await self.resync_all(await self.names())
+
+    async def stream(self) -> None:
+        """Keep one socket on ``/``: reconnect with capped backoff, resync after each connect."""
+        backoff = Backoff(0.5, 10.0)
+        while True:
+            client = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+            closed = asyncio.Event()
+            for event_name in wppconnect.SOCKET_EVENTS:
+                client.on(event_name, self._handler(event_name))
+            client.on("disconnect", lambda *_: closed.set())
+            try:
+                await client.connect(self.url, transports=["websocket"], wait_timeout=10)
+            except (socketio.exceptions.ConnectionError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("WPPConnect socket: %s", str(exc) or exc.__class__.__name__)
+                self.poke()
+                await _disconnect(client)
+                await asyncio.sleep(backoff.next())
+                continue
+            try:
+                backoff.reset()
+                log.info("following WPPConnect's socket")
+                await self.resync_all(await self.names())
+                self.socket_connected.set()
+                await closed.wait()
+                log.warning("WPPConnect socket dropped; reconnecting")
+                self.poke()
+            finally:
+                self.socket_connected.clear()
+                await _disconnect(client)
+            await asyncio.sleep(backoff.next())
+
+
+async def _disconnect(client: socketio.AsyncClient) -> None:
+    try:
+        await client.disconnect()
+    except Exception:
+        pass
