@@ -181,3 +181,10 @@ async def test_redis_killed_mid_stream(two_workers: tuple[RelayProcess, RelayPro
     finally:
         await va.close()
         await vb.close()
+
+
+async def test_polling_is_refused_with_redis(two_workers: tuple[RelayProcess, RelayProcess]) -> None:
+    a, _ = two_workers
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{a.url}/socket.io/?EIO=4&transport=polling") as resp:
+            assert resp.status == 400  # websocket only: no session can be split between workers
