@@ -139,11 +139,13 @@ def _register_socketio(sio: socketio.AsyncServer, rt: Runtime) -> None:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
         rt.viewers[sid] = viewer
         rt.metrics.viewers.inc()
+        rt.hub.track(sid, environ)
 
     @sio.event
     async def disconnect(sid: str, *args: Any) -> None:
         if rt.viewers.pop(sid, None) is not None:
             rt.metrics.viewers.dec()
+        rt.hub.untrack(sid)
         await rt.hub.leave_all(sid)
 
     @sio.event

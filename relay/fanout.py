@@ -59,6 +59,8 @@ class Hub:
         self._last: dict[str, Snapshot] = {}
         # Set while the relay cannot serve fresh state (e.g. Redis down); shown to viewers.
         self.degraded: str | None = None
+        # eio sid -> the TCP transport of that websocket, to cut a stalled viewer for real.
+        self._transports: dict[str, asyncio.BaseTransport] = {}
 
     # -- viewers ---------------------------------------------------------------------------
     async def _add(self, instance: str) -> None:
@@ -206,6 +208,21 @@ class Hub:
     def watched(self) -> list[str]:
         return list(self._counts)
 
+    def track(self, sid: str, environ: dict[str, object]) -> None:
+        """Remember the transport under a websocket viewer (see :meth:`evict_slow_viewers`)."""
+        # Engine.IO never exposes it; uvicorn's ASGI `send` is a method of the connection's
+        # protocol object, which holds the transport. Without it, a viewer that stopped reading
+        # keeps its TCP connection (and a blocked writer) forever after being "closed".
+        transport = getattr(getattr(environ.get("asgi.send"), "__self__", None), "transport", None)
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        if isinstance(transport, asyncio.BaseTransport) and eio_sid is not None:
+            self._transports[eio_sid] = transport
+
+    def untrack(self, sid: str) -> None:
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is not None:
+            self._transports.pop(eio_sid, None)
+
     async def evict_slow_viewers(self, interval: float = 1.0) -> None:
         """Disconnect Socket.IO viewers whose send queue keeps growing (bounded memory)."""
         while True:
@@ -215,7 +232,13 @@ class Hub:
                 if queue is not None and queue.qsize() > MAX_QUEUED_PACKETS:
                     log.warning("disconnecting a viewer that fell %d updates behind", queue.qsize())
                     self.metrics.slow_viewers.inc()
+                    # Taken first: closing fires `disconnect`, which forgets it.
+                    transport = self._transports.pop(eio_sid, None)
                     try:
                         await sock.close(wait=False, abort=True)
                     except Exception:  # it is going away either way
                         log.debug("closing a slow viewer failed", exc_info=True)
+                    if transport is not None:
+                        # abort(), not close(): close() would wait to flush to a reader that
+                        # never reads.
+                        transport.abort()

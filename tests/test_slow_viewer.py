@@ -53,6 +53,9 @@ async def test_a_stalled_viewer_is_disconnected(relay: RelayServer) -> None:
             await asyncio.sleep(0.05)
         assert relay.rt.metrics.slow_viewers._value.get() == 1
         assert relay.rt.metrics.viewers._value.get() == 1  # only the healthy one is left
+        # The stalled TCP connection itself was cut: otherwise the server's shutdown (fixture
+        # teardown) would wait for it forever.
+        assert relay.rt.hub._transports.keys() == {relay.rt.sio.manager.eio_sid_from_sid(healthy.sio.get_sid(), "/")}
     finally:
         await healthy.close()
         with contextlib.suppress(Exception):
