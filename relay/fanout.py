@@ -1,8 +1,8 @@
 """Local fan-out: from an instance's channel to this worker's viewers (Socket.IO rooms and SSE).
 
 One subscription per instance per process, counted: subscribe on the first local viewer,
-unsubscribe on the last (broadcaster / centrifuge hub). Each update is decoded once and encoded
-once for all Socket.IO viewers of the instance (python-socketio encodes a room emit once).
+unsubscribe on the last (broadcaster / centrifuge hub). An update is never decoded here: its JSON
+is wrapped once into one Socket.IO packet that goes to every viewer of the instance.
 Queues are bounded: an SSE stream only ever holds the newest snapshot (a latest-state channel
 needs nothing older), and a Socket.IO viewer whose send queue keeps growing is disconnected.
 """
@@ -16,10 +16,11 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import socketio
+from engineio import packet as eio_packet
 
 from .errors import RelayError, StoreUnavailable
 from .metrics import Metrics
-from .snapshot import Snapshot, blank, encode, live, now_ms
+from .snapshot import Snapshot, blank, encode, live, now_ms, unwire, wire
 from .state import Broker, StateStore
 
 log = logging.getLogger("relay.fanout")
@@ -54,13 +55,13 @@ class Hub:
         self._subscribing: dict[str, asyncio.Task[None]] = {}
         self._rooms: dict[str, set[str]] = defaultdict(set)  # sid -> instances
         self._sse: dict[str, set[SSEViewer]] = defaultdict(set)
-        # The last snapshot delivered per watched instance: what viewers are told "is paused"
-        # when the store can't be read.
-        self._last: dict[str, Snapshot] = {}
+        # The last snapshot delivered per watched instance, (seq, JSON): what viewers are told
+        # "is paused" when the store can't be read, and what is put back if Redis lost it.
+        self._last: dict[str, tuple[int, str]] = {}
         # Set while the relay cannot serve fresh state (e.g. Redis down); shown to viewers.
         self.degraded: str | None = None
         # eio sid -> the TCP transport of that websocket, to cut a stalled viewer for real.
-        self._transports: dict[str, asyncio.BaseTransport] = {}
+        self._transports: dict[str, asyncio.WriteTransport] = {}
 
     # -- viewers ---------------------------------------------------------------------------
     async def _add(self, instance: str) -> None:
@@ -152,32 +153,35 @@ class Hub:
         return copy  # type: ignore[return-value]
 
     # -- delivery ----------------------------------------------------------------------------
-    async def deliver(self, instance: str, payload: str, *, fresh: bool = True) -> None:
-        """A message from the instance's channel (``fresh``) or a re-sent snapshot: hand it to
-        every local viewer."""
+    async def deliver(self, instance: str, message: str, *, fresh: bool = True) -> None:
+        """A message from the instance's channel (``fresh``) or a re-sent snapshot, in
+        :func:`~relay.snapshot.wire` format: hand it to every local viewer.
+
+        The snapshot JSON is not decoded: it is wrapped once into a Socket.IO ``update`` packet
+        and that one packet object goes to every viewer of the instance on this worker.
+        """
         try:
-            snap = json.loads(payload)
-            seq = int(snap["seq"])
-        except (ValueError, KeyError, TypeError):
+            seq, updated, payload = unwire(message)
+        except ValueError:
             log.error("dropped a malformed message on the channel of one instance")
             return
         last = self._last.get(instance)
-        if last is not None and seq < last["seq"]:
+        if last is not None and seq < last[0]:
             return  # a resync read raced a newer update: never show older state
         if instance in self._counts:
-            self._last[instance] = snap
-        if fresh and snap.get("updatedAt"):
-            self.metrics.lag.observe(max(0.0, (now_ms() - snap["updatedAt"]) / 1000))
+            self._last[instance] = (seq, payload)
+        if fresh and updated:
+            self.metrics.lag.observe(max(0.0, (now_ms() - updated) / 1000))
         if self.degraded is not None:
-            snap = self._overlay(snap)
-            payload = encode(snap)
+            payload = encode(self._overlay(json.loads(payload)))
         sse = self._sse.get(instance, ())
         for viewer in sse:
             viewer.offer(seq, payload)
-        room = self.sio.manager.rooms.get("/", {}).get(instance)
-        count = len(room) if room else 0
-        if count:
-            await self.sio.emit("update", snap, room=instance)
+        packet = eio_packet.Packet(eio_packet.MESSAGE, data=f'2["update",{payload}]')
+        count = 0
+        for _sid, eio_sid in self.sio.manager.get_participants("/", instance):
+            await self.sio.eio.send_packet(eio_sid, packet)
+            count += 1
         self.metrics.delivered.inc(count + len(sse))
 
     async def resume(self, instances: list[str]) -> None:
@@ -185,7 +189,7 @@ class Hub:
         self.degraded = None
         self.metrics.listener_up.set(1)
         try:
-            await self.store.restore(dict(self._last))
+            await self.store.restore({i: json.loads(p) for i, (_, p) in self._last.items()})
         except Exception as exc:
             log.warning("could not restore state after the gap: %s", exc.__class__.__name__)
         for instance in instances:
@@ -195,14 +199,14 @@ class Hub:
                 except RelayError as exc:
                     log.warning("resync of one instance failed: %s", exc.detail)
                     continue
-                await self.deliver(instance, encode(snap), fresh=False)
+                await self.deliver(instance, wire(snap), fresh=False)
 
     async def degrade(self, detail: str) -> None:
         """The channel listener is down: tell every local viewer, from the last known state."""
         self.degraded = detail
         self.metrics.listener_up.set(0)
-        for instance, snap in list(self._last.items()):
-            await self.deliver(instance, encode(snap), fresh=False)
+        for instance, (seq, payload) in list(self._last.items()):
+            await self.deliver(instance, f"{seq} 0 {payload}", fresh=False)
 
     @property
     def watched(self) -> list[str]:
@@ -215,7 +219,7 @@ class Hub:
         # keeps its TCP connection (and a blocked writer) forever after being "closed".
         transport = getattr(getattr(environ.get("asgi.send"), "__self__", None), "transport", None)
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
-        if isinstance(transport, asyncio.BaseTransport) and eio_sid is not None:
+        if isinstance(transport, asyncio.WriteTransport) and eio_sid is not None:
             self._transports[eio_sid] = transport
 
     def untrack(self, sid: str) -> None:

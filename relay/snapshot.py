@@ -268,3 +268,15 @@ def apply(record: Record | None, event: Event, *, qr_ttl_ms: int, at_ms: int | N
 def encode(snapshot: Snapshot) -> str:
     """The one JSON encoding of a snapshot that goes on the wire (encoded once per update)."""
     return json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False)
+
+
+def wire(snapshot: Snapshot) -> str:
+    """A channel message: ``"<seq> <updatedAt> <snapshot JSON>"``. The small header lets every
+    worker order and time an update without decoding the ~6 KB snapshot it forwards as is."""
+    return f"{snapshot['seq']} {snapshot['updatedAt'] or 0} {encode(snapshot)}"
+
+
+def unwire(message: str) -> tuple[int, int, str]:
+    """``(seq, updatedAt, snapshot JSON)`` of a channel message; ValueError if malformed."""
+    seq, updated, payload = message.split(" ", 2)
+    return int(seq), int(updated), payload

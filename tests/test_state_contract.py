@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from relay.config import Settings
-from relay.snapshot import Event, NewQR
+from relay.snapshot import Event, NewQR, unwire
 from relay.state import Broker, StateStore
 from relay.state.memory import MemoryBroker, MemoryState
 from relay.state.redis import open_redis_backend
@@ -25,8 +25,11 @@ class Recorder:
         self.resumed: list[list[str]] = []
         self.degraded: list[str] = []
 
-    async def deliver(self, instance: str, payload: str, **_: Any) -> None:
-        await self.delivered.put((instance, json.loads(payload)))
+    async def deliver(self, instance: str, message: str, **_: Any) -> None:
+        seq, updated, payload = unwire(message)
+        snapshot = json.loads(payload)
+        assert (seq, updated) == (snapshot["seq"], snapshot["updatedAt"])  # the header is true
+        await self.delivered.put((instance, snapshot))
 
     store: Any = None
 

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 class BrokerListener(Protocol):
     """What a broker reports to (the hub)."""
 
-    async def deliver(self, instance: str, payload: str) -> None:
-        """A message on a subscribed channel: the snapshot JSON."""
+    async def deliver(self, instance: str, message: str) -> None:
+        """A message on a subscribed channel (:func:`relay.snapshot.wire` format)."""
 
     async def resume(self, instances: list[str]) -> None:
         """The broker is back after a gap, re-subscribed to ``instances``; pub/sub is

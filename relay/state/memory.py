@@ -8,7 +8,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ..lease import LocalLease
-from ..snapshot import Event, Record, Snapshot, apply, encode
+from ..snapshot import Event, Record, Snapshot, apply, wire
 from . import BrokerListener
 
 log = logging.getLogger("relay.state")
@@ -82,7 +82,7 @@ class MemoryState:
         self._records[event.instance] = record
         if not changed:
             return None
-        await self.broker.publish(event.instance, encode(record.snapshot))
+        await self.broker.publish(event.instance, wire(record.snapshot))
         return record.snapshot
 
     async def ping(self) -> bool:

@@ -1,9 +1,11 @@
 """Redis state and broker: any number of workers act as one relay.
 
-State: one key per instance holding the :class:`Record`, changed with WATCH/MULTI so the rules in
-:mod:`relay.snapshot` run once, in Python, for both stores. The write, the dedupe key and the
-PUBLISH go in one MULTI: an update is published if and only if it was stored, and a channel's
-messages come in seq order.
+State: one hash per instance holding the :class:`Record` (``r``) and a write version (``v``). The
+rules in :mod:`relay.snapshot` run once, in Python, for both stores: a worker reads the record,
+applies the event, and writes back with one Lua compare-and-set that checks the version, the
+dedupe key, stores, and PUBLISHes, atomically. An update is therefore published if and only if it
+was stored, and a channel's messages come in seq order. (Two round trips; WATCH/MULTI took three
+and five commands, and was the hot path's largest cost.)
 
 Broker: one pub/sub channel per instance, subscribed only while this worker has viewers of it. A
 supervised listener owns the pub/sub connection; after any gap it re-subscribes and asks the hub
@@ -23,15 +25,32 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from ..config import Settings
 from ..lease import RedisLease
-from ..snapshot import Event, Record, Snapshot, apply, encode
+from ..snapshot import Event, Record, Snapshot, apply, wire
 from ..tasks import Backoff
 from . import BrokerListener
 
 log = logging.getLogger("relay.redis")
+# KEYS: record hash, dedupe key. ARGV: expected version ('' = absent), record, new version,
+# channel, channel message ('' = nothing to publish), dedupe TTL ('0' = no dedupe key).
+# Returns 1 stored, 0 version changed meanwhile (re-read and re-apply), -1 duplicate.
+CAS = """
+if ARGV[6] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if (redis.call('HGET', KEYS[1], 'v') or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3])
+if ARGV[6] ~= '0' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[6]) end
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1
+"""
+# Put a record back only where Redis has none (it restarted empty).
+RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'v', '1')
+return 1
+"""
 DEDUPE_TTL = 30 * 60  # seconds; Evolution retries for up to ~20 minutes (protocols §2.5)
 RECENT_MAX = 10_000  # records each worker keeps to re-seed an emptied Redis
 PING_EVERY = 5.0  # the listener pings its connection; silence for SILENT_AFTER means it is dead
@@ -44,7 +63,11 @@ def _client(url: str, *, pool: int | None, timeout: float | None) -> aioredis.Re
     # a webhook that can't be stored must get its 503 quickly so the gateway retries.
     kwargs = dict(decode_responses=True, socket_keepalive=True, socket_connect_timeout=2,
                   retry=Retry(NoBackoff(), 1), health_check_interval=15)
-    if pool is None:  # the pub/sub connection: never a socket timeout (quiet periods are normal)
+    if pool is None:
+        # The pub/sub connection: never a socket timeout (quiet periods are normal), and no
+        # retry: redis-py would reconnect and re-subscribe silently, so the listener would never
+        # know that it missed messages (pub/sub is at-most-once) and never resync.
+        kwargs["retry"] = Retry(NoBackoff(), 0)
         return aioredis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
     # A bounded pool that waits for a free connection instead of raising in a burst.
     blocking = aioredis.BlockingConnectionPool.from_url(url, max_connections=pool, timeout=timeout,
@@ -62,6 +85,8 @@ class RedisState:
         self.qr_ttl_ms = int(qr_ttl * 1000)
         self.default_upstream = default_upstream
         self._recent: OrderedDict[str, Record] = OrderedDict()
+        self._cas = client.register_script(CAS)
+        self._restore = client.register_script(RESTORE)
 
     def key(self, instance: str) -> str:
         return f"{self.prefix}:inst:{instance}"
@@ -76,7 +101,7 @@ class RedisState:
             self._recent.popitem(last=False)
 
     async def get(self, instance: str) -> Snapshot | None:
-        raw = await self.client.get(self.key(instance))
+        raw = await self.client.hget(self.key(instance), "r")
         if raw is None:
             return None
         record = Record.loads(raw)
@@ -89,33 +114,26 @@ class RedisState:
 
     async def apply(self, event: Event) -> Snapshot | None:
         key = self.key(event.instance)
-        dedupe = f"{self.prefix}:seen:{event.dedupe_key}" if event.dedupe_key else None
-        async with self.client.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw, seen = await pipe.mget(key, dedupe or key)
-                    if dedupe is not None and seen is not None:
-                        await pipe.unwatch()
-                        return None
-                    current = Record.loads(raw) if raw is not None else None
-                    result = apply(current, event, qr_ttl_ms=self.qr_ttl_ms,
-                                   default_upstream=self.default_upstream)
-                    if result is None:
-                        await pipe.unwatch()
-                        return None
-                    record, changed = result
-                    pipe.multi()
-                    pipe.set(key, record.dumps())
-                    if dedupe is not None:
-                        pipe.set(dedupe, 1, ex=DEDUPE_TTL)
-                    if changed:
-                        pipe.publish(self.channel(event.instance), encode(record.snapshot))
-                    await pipe.execute()
-                except WatchError:
-                    continue  # another worker changed this instance meanwhile: re-read, re-apply
+        dedupe = f"{self.prefix}:seen:{event.dedupe_key}" if event.dedupe_key else f"{self.prefix}:seen:-"
+        ttl = str(DEDUPE_TTL) if event.dedupe_key else "0"
+        while True:
+            raw, version = await self.client.hmget(key, ["r", "v"])
+            current = Record.loads(raw) if raw is not None else None
+            result = apply(current, event, qr_ttl_ms=self.qr_ttl_ms,
+                           default_upstream=self.default_upstream)
+            if result is None:
+                return None
+            record, changed = result
+            message = wire(record.snapshot) if changed else ""
+            outcome = await self._cas(keys=[key, dedupe], args=[
+                version or "", record.dumps(), str(int(version or 0) + 1),
+                self.channel(event.instance), message, ttl])
+            if outcome == -1:
+                return None  # a copy of this event was stored first (another worker, a retry)
+            if outcome == 1:
                 self._remember(event.instance, record)
                 return record.snapshot if changed else None
+            # 0: another worker changed this instance between our read and write: again.
 
     async def restore(self, seen: dict[str, Snapshot]) -> int:
         """Put back what Redis lost when it restarted empty. SET NX: whatever Redis holds now was
@@ -125,7 +143,7 @@ class RedisState:
         records.update(self._recent)
         restored = 0
         for instance, record in records.items():
-            if await self.client.set(self.key(instance), record.dumps(), nx=True):
+            if await self._restore(keys=[self.key(instance)], args=[record.dumps()]):
                 restored += 1
         if restored:
             log.warning("Redis had lost the state of %d instance(s); restored it from this worker",

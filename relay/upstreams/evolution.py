@@ -82,8 +82,13 @@ def parse(body: Any, *, instance_hint: str | None = None) -> Event | None:
     data = body.get("data")
     ts = parse_time(body.get("date_time"))
     # The same event reaches us by webhook and by socket (different key order, `destination`
-    # only on webhooks), and again on every retry: key on what identifies it.
-    key_src = json.dumps([name, instance, body.get("date_time"), data], sort_keys=True, default=str)
+    # only on webhooks), and again on every retry: key on what identifies it. A QR is
+    # identified by its code, so its ~6 KB image need not be serialised for the key.
+    qr = data.get("qrcode") if isinstance(data, dict) else None
+    qr_code = qr.get("code") if isinstance(qr, dict) else None
+    ident = ["qr", qr_code, qr.get("pairingCode")] if isinstance(qr, dict) and isinstance(
+        qr_code, str) else data
+    key_src = json.dumps([name, instance, body.get("date_time"), ident], sort_keys=True, default=str)
     key = hashlib.blake2b(key_src.encode(), digest_size=16).hexdigest()
     common: dict[str, Any] = dict(upstream=NAME, instance=instance, cause=name, gateway_ts=ts,
                                   dedupe_key=key)
