@@ -104,9 +104,12 @@ class Record:
     gateway_ts: int | None = None
     retired: list[str] = field(default_factory=list)
 
-    def dumps(self) -> str:
-        return json.dumps({"s": self.snapshot, "t": self.gateway_ts, "r": self.retired},
-                          separators=(",", ":"))
+    def dumps(self, snapshot_json: str | None = None) -> str:
+        """JSON of the record; pass the snapshot's JSON if it is already encoded (hot path)."""
+        if snapshot_json is None:
+            snapshot_json = encode(self.snapshot)
+        rest = json.dumps({"t": self.gateway_ts, "r": self.retired}, separators=(",", ":"))
+        return '{"s":' + snapshot_json + "," + rest[1:]
 
     @classmethod
     def loads(cls, raw: str | bytes) -> "Record":
@@ -270,10 +273,11 @@ def encode(snapshot: Snapshot) -> str:
     return json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False)
 
 
-def wire(snapshot: Snapshot) -> str:
+def wire(snapshot: Snapshot, snapshot_json: str | None = None) -> str:
     """A channel message: ``"<seq> <updatedAt> <snapshot JSON>"``. The small header lets every
     worker order and time an update without decoding the ~6 KB snapshot it forwards as is."""
-    return f"{snapshot['seq']} {snapshot['updatedAt'] or 0} {encode(snapshot)}"
+    payload = snapshot_json if snapshot_json is not None else encode(snapshot)
+    return f"{snapshot['seq']} {snapshot['updatedAt'] or 0} {payload}"
 
 
 def unwire(message: str) -> tuple[int, int, str]:

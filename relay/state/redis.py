@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from ..config import Settings
 from ..lease import RedisLease
-from ..snapshot import Event, Record, Snapshot, apply, wire
+from ..snapshot import Event, Record, Snapshot, apply, encode, wire
 from ..tasks import Backoff
 from . import BrokerListener
 
@@ -124,9 +124,10 @@ class RedisState:
             if result is None:
                 return None
             record, changed = result
-            message = wire(record.snapshot) if changed else ""
+            snapshot_json = encode(record.snapshot)  # once, for the record and the message
+            message = wire(record.snapshot, snapshot_json) if changed else ""
             outcome = await self._cas(keys=[key, dedupe], args=[
-                version or "", record.dumps(), str(int(version or 0) + 1),
+                version or "", record.dumps(snapshot_json), str(int(version or 0) + 1),
                 self.channel(event.instance), message, ttl])
             if outcome == -1:
                 return None  # a copy of this event was stored first (another worker, a retry)

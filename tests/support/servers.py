@@ -102,7 +102,7 @@ class RelayServer:
 
     @property
     def rt(self) -> Any:
-        return self.app.other_asgi_app.state.rt
+        return self.app.other_asgi_app.rt
 
     async def start(self) -> None:
         self.task = asyncio.ensure_future(self.server.serve())
