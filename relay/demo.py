@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .app import create_app
 from .auth import mint_token
+from .cli import UVICORN_WS
 from .config import Settings
 
 log = logging.getLogger("relay.demo")
@@ -137,7 +138,7 @@ async def _main(host: str, port: int, instance: str, every: float) -> None:
     await runner.setup()
     await web.TCPSite(runner, host, gateway_port).start()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port,
-                                           log_level="warning", access_log=False))
+                                           log_level="warning", access_log=False, **UVICORN_WS))
     async with aiohttp.ClientSession() as fake.http:
         serving = asyncio.ensure_future(server.serve())
         while not server.started:

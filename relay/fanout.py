@@ -161,7 +161,7 @@ class Hub:
         and that one packet object goes to every viewer of the instance on this worker.
         """
         try:
-            seq, updated, payload = unwire(message)
+            seq, updated, _, _, _, payload = unwire(message)
         except ValueError:
             log.error("dropped a malformed message on the channel of one instance")
             return
@@ -206,7 +206,7 @@ class Hub:
         self.degraded = detail
         self.metrics.listener_up.set(0)
         for instance, (seq, payload) in list(self._last.items()):
-            await self.deliver(instance, f"{seq} 0 {payload}", fresh=False)
+            await self.deliver(instance, f"{seq} 0 0 - - {payload}", fresh=False)
 
     @property
     def watched(self) -> list[str]:

@@ -48,7 +48,33 @@ class Metrics:
         self.loop_lag_max = Gauge("relay_loop_lag_max_seconds",
                                   "Longest event-loop stall since the previous scrape (max over workers)",
                                   registry=r, multiprocess_mode="livemax")
+        self.gc_pause = Histogram("relay_gc_pause_seconds", "Garbage-collector pauses", ["generation"],
+                                  buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1), registry=r)
         self._lag_peak = 0.0
+        self._gc_started = 0.0
+
+    def watch_gc(self) -> None:
+        """Time every collection: pauses are a measured fact, not a guess."""
+        import gc
+
+        def callback(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                self._gc_started = time.perf_counter()
+                return
+            took = time.perf_counter() - self._gc_started
+            self.gc_pause.labels(str(info.get("generation", "?"))).observe(took)
+            if took > 0.1:
+                log.warning("garbage collection (generation %s) paused %.0f ms",
+                            info.get("generation"), took * 1000)
+
+        gc.callbacks.append(callback)
+        self._gc_callback = callback
+
+    def unwatch_gc(self) -> None:
+        import gc
+
+        if getattr(self, "_gc_callback", None) in gc.callbacks:
+            gc.callbacks.remove(self._gc_callback)
 
     def render(self) -> bytes:
         self.loop_lag_max.set(self._lag_peak)

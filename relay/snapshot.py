@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
 StateName = Literal["unknown", "connecting", "open", "close", "refused"]
 STATES: tuple[str, ...] = ("unknown", "connecting", "open", "close", "refused")
@@ -273,14 +273,35 @@ def encode(snapshot: Snapshot) -> str:
     return json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False)
 
 
-def wire(snapshot: Snapshot, snapshot_json: str | None = None) -> str:
-    """A channel message: ``"<seq> <updatedAt> <snapshot JSON>"``. The small header lets every
-    worker order and time an update without decoding the ~6 KB snapshot it forwards as is."""
+def wire(snapshot: Snapshot, snapshot_json: str | None = None, *, version: int = 0,
+         gateway_ts: int | None = None, retired: list[str] | None = None) -> str:
+    """A channel message: ``"<seq> <updatedAt> <version> <gateway ts|-> <retired,…|-> <JSON>"``.
+
+    The header lets every worker order and time an update without decoding the ~6 KB snapshot
+    it forwards as is, and lets the Redis store keep its per-worker record cache current (the
+    version and the record's ordering data), so most writes need no read first.
+    """
     payload = snapshot_json if snapshot_json is not None else encode(snapshot)
-    return f"{snapshot['seq']} {snapshot['updatedAt'] or 0} {payload}"
+    ts = "-" if gateway_ts is None else str(gateway_ts)
+    gone = ",".join(retired) if retired else "-"
+    return f"{snapshot['seq']} {snapshot['updatedAt'] or 0} {version} {ts} {gone} {payload}"
 
 
-def unwire(message: str) -> tuple[int, int, str]:
-    """``(seq, updatedAt, snapshot JSON)`` of a channel message; ValueError if malformed."""
-    seq, updated, payload = message.split(" ", 2)
-    return int(seq), int(updated), payload
+class Wired(NamedTuple):
+    seq: int
+    updated: int
+    version: int
+    gateway_ts: int | None
+    retired: list[str]
+    payload: str
+
+    def record(self) -> Record:
+        return Record(snapshot=json.loads(self.payload), gateway_ts=self.gateway_ts,
+                      retired=self.retired)
+
+
+def unwire(message: str) -> Wired:
+    """Split a channel message; ValueError if it is malformed."""
+    seq, updated, version, ts, gone, payload = message.split(" ", 5)
+    return Wired(int(seq), int(updated), int(version), None if ts == "-" else int(ts),
+                 [] if gone == "-" else gone.split(","), payload)

@@ -213,3 +213,13 @@ async def _read_sse_event(resp: aiohttp.ClientResponse) -> dict[str, str]:
             continue
         key, _, value = line.partition(": ")
         fields[key] = value
+
+
+async def test_no_per_message_deflate_even_when_offered(relay: RelayServer) -> None:
+    """Browsers always offer permessage-deflate; a zlib context per viewer doubled memory."""
+    import websockets
+
+    url = f"ws://127.0.0.1:{relay.port}/socket.io/?EIO=4&transport=websocket"
+    async with websockets.connect(url, compression="deflate") as ws:
+        assert "sec-websocket-extensions" not in ws.response.headers
+        assert (await ws.recv()).startswith("0")

@@ -26,7 +26,7 @@ class Recorder:
         self.degraded: list[str] = []
 
     async def deliver(self, instance: str, message: str, **_: Any) -> None:
-        seq, updated, payload = unwire(message)
+        seq, updated, _, _, _, payload = unwire(message)
         snapshot = json.loads(payload)
         assert (seq, updated) == (snapshot["seq"], snapshot["updatedAt"])  # the header is true
         await self.delivered.put((instance, snapshot))

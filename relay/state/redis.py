@@ -29,21 +29,23 @@ from redis.exceptions import RedisError
 
 from ..config import Settings
 from ..lease import RedisLease
-from ..snapshot import Event, Record, Snapshot, apply, encode, wire
+from ..snapshot import Event, Record, Snapshot, Wired, apply, encode, unwire, wire
 from ..tasks import Backoff
 from . import BrokerListener
 
 log = logging.getLogger("relay.redis")
 # KEYS: record hash, dedupe key. ARGV: expected version ('' = absent), record, new version,
 # channel, channel message ('' = nothing to publish), dedupe TTL ('0' = no dedupe key).
-# Returns 1 stored, 0 version changed meanwhile (re-read and re-apply), -1 duplicate.
+# Returns {1} stored, {-1} duplicate, or {0, version, record}: the instance changed since the
+# caller's copy, which is handed back so that the retry needs no extra read.
 CAS = """
-if ARGV[6] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-if (redis.call('HGET', KEYS[1], 'v') or '') ~= ARGV[1] then return 0 end
+if ARGV[6] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
+local cur = redis.call('HMGET', KEYS[1], 'v', 'r')
+if (cur[1] or '') ~= ARGV[1] then return {0, cur[1] or '', cur[2] or ''} end
 redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3])
 if ARGV[6] ~= '0' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[6]) end
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
-return 1
+return {1}
 """
 # Put a record back only where Redis has none (it restarted empty).
 RESTORE = """
@@ -52,7 +54,7 @@ redis.call('HSET', KEYS[1], 'r', ARGV[1], 'v', '1')
 return 1
 """
 DEDUPE_TTL = 30 * 60  # seconds; Evolution retries for up to ~20 minutes (protocols §2.5)
-RECENT_MAX = 10_000  # records each worker keeps to re-seed an emptied Redis
+RECENT_MAX = 10_000  # records each worker caches (to write without reading, and to re-seed)
 PING_EVERY = 5.0  # the listener pings its connection; silence for SILENT_AFTER means it is dead
 SILENT_AFTER = 15.0
 SUBSCRIBE_WAIT = 2.0
@@ -84,7 +86,10 @@ class RedisState:
         self.prefix = prefix
         self.qr_ttl_ms = int(qr_ttl * 1000)
         self.default_upstream = default_upstream
-        self._recent: OrderedDict[str, Record] = OrderedDict()
+        # instance -> (version, record): from this worker's reads and writes and from every
+        # channel message it receives, so a write usually needs no read first (the CAS checks
+        # the version, and hands back the current record when the cache was behind).
+        self._cache: OrderedDict[str, tuple[int, Record | Wired]] = OrderedDict()
         self._cas = client.register_script(CAS)
         self._restore = client.register_script(RESTORE)
 
@@ -94,18 +99,35 @@ class RedisState:
     def channel(self, instance: str) -> str:
         return f"{self.prefix}:ch:{instance}"
 
-    def _remember(self, instance: str, record: Record) -> None:
-        self._recent[instance] = record
-        self._recent.move_to_end(instance)
-        if len(self._recent) > RECENT_MAX:
-            self._recent.popitem(last=False)
+    def _remember(self, instance: str, version: int, record: Record | Wired) -> None:
+        self._cache[instance] = (version, record)
+        self._cache.move_to_end(instance)
+        if len(self._cache) > RECENT_MAX:
+            self._cache.popitem(last=False)
+
+    def _cached(self, instance: str) -> tuple[int, Record] | None:
+        entry = self._cache.get(instance)
+        if entry is None:
+            return None
+        version, record = entry
+        if isinstance(record, Wired):  # decoded only when a write needs it
+            record = record.record()
+            self._cache[instance] = (version, record)
+        return version, record
+
+    def observe(self, instance: str, message: str) -> None:
+        """A channel message seen by this worker: the newest version of the instance."""
+        wired = unwire(message)
+        entry = self._cache.get(instance)
+        if entry is None or wired.version > entry[0]:
+            self._remember(instance, wired.version, wired)
 
     async def get(self, instance: str) -> Snapshot | None:
-        raw = await self.client.hget(self.key(instance), "r")
+        raw, version = await self.client.hmget(self.key(instance), ["r", "v"])
         if raw is None:
             return None
         record = Record.loads(raw)
-        self._remember(instance, record)
+        self._remember(instance, int(version or 0), record)
         return record.snapshot
 
     async def instances(self) -> list[str]:
@@ -116,32 +138,45 @@ class RedisState:
         key = self.key(event.instance)
         dedupe = f"{self.prefix}:seen:{event.dedupe_key}" if event.dedupe_key else f"{self.prefix}:seen:-"
         ttl = str(DEDUPE_TTL) if event.dedupe_key else "0"
+        current: Record | None
+        cached = self._cached(event.instance)
+        if cached is not None:
+            version, current = cached
+        else:
+            raw, stored = await self.client.hmget(key, ["r", "v"])
+            version, current = int(stored or 0), (Record.loads(raw) if raw is not None else None)
         while True:
-            raw, version = await self.client.hmget(key, ["r", "v"])
-            current = Record.loads(raw) if raw is not None else None
+            # A stale cache can only be behind Redis, so "stale event" verdicts hold; anything
+            # else is checked by the CAS.
             result = apply(current, event, qr_ttl_ms=self.qr_ttl_ms,
                            default_upstream=self.default_upstream)
             if result is None:
                 return None
             record, changed = result
             snapshot_json = encode(record.snapshot)  # once, for the record and the message
-            message = wire(record.snapshot, snapshot_json) if changed else ""
+            message = wire(record.snapshot, snapshot_json, version=version + 1,
+                           gateway_ts=record.gateway_ts, retired=record.retired) if changed else ""
             outcome = await self._cas(keys=[key, dedupe], args=[
-                version or "", record.dumps(snapshot_json), str(int(version or 0) + 1),
+                str(version) if version else "", record.dumps(snapshot_json), str(version + 1),
                 self.channel(event.instance), message, ttl])
-            if outcome == -1:
-                return None  # a copy of this event was stored first (another worker, a retry)
-            if outcome == 1:
-                self._remember(event.instance, record)
+            if outcome[0] == 1:
+                self._remember(event.instance, version + 1, record)
                 return record.snapshot if changed else None
-            # 0: another worker changed this instance between our read and write: again.
+            if outcome[0] == -1:
+                return None  # a copy of this event was stored first (another worker, a retry)
+            # Another worker wrote this instance since our copy: re-apply on the current one.
+            version = int(outcome[1] or 0)
+            current = Record.loads(outcome[2]) if outcome[2] else None
 
     async def restore(self, seen: dict[str, Snapshot]) -> int:
         """Put back what Redis lost when it restarted empty. SET NX: whatever Redis holds now was
         written since, is newer, and wins. A full record (with its gateway clock) beats a bare
         snapshot this worker only delivered."""
         records = {instance: Record(snapshot=snap) for instance, snap in seen.items()}
-        records.update(self._recent)
+        for instance in list(self._cache):
+            cached = self._cached(instance)
+            if cached is not None:
+                records[instance] = cached[1]
         restored = 0
         for instance, record in records.items():
             if await self._restore(keys=[self.key(instance)], args=[record.dumps()]):
@@ -279,6 +314,7 @@ class RedisBroker:
                 channel = message.get("channel")
                 if kind == "message" and isinstance(channel, str) and self._listener is not None:
                     try:
+                        self.state.observe(channel[start:], message["data"])
                         await self._listener.deliver(channel[start:], message["data"])
                     except asyncio.CancelledError:
                         raise

@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from relay.app import create_app
+from relay.cli import UVICORN_WS
 from relay.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,7 +93,7 @@ class RelayServer:
         self.port = settings.port
         self.app = create_app(settings, **inject)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", access_log=False)
+                                lifespan="on", access_log=False, **UVICORN_WS)
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task[None] | None = None
 
