@@ -117,11 +117,16 @@ class Record:
         return cls(snapshot=data["s"], gateway_ts=data.get("t"), retired=data.get("r") or [])
 
 
-def code_hash(code: str | None, image: str | None, pairing: str | None = None) -> str:
-    """A short, non-reversible name for a QR (QR codes never go into logs or extra keys).
-    A pairing-code-only "QR" (no code, no image) is named by its pairing code."""
-    return hashlib.blake2b(f"{code}|{image}|{pairing if not (code or image) else ''}".encode(),
-                           digest_size=8).hexdigest()
+def qr_names(code: str | None, image: str | None, pairing: str | None = None) -> list[str]:
+    """Short, non-reversible names of a QR (QR codes never go into logs or extra keys): one for
+    its code and one for its image (WPPConnect's socket sends only the image), or its pairing
+    code when it has neither."""
+    idents = [f"c:{code}"] if code else []
+    if image:
+        idents.append(f"i:{image}")
+    if not idents:
+        idents.append(f"p:{pairing}")
+    return [hashlib.blake2b(i.encode(), digest_size=8).hexdigest() for i in idents]
 
 
 def now_ms() -> int:
@@ -182,8 +187,8 @@ def is_stale(record: Record | None, event: Event) -> bool:
     """True when the event is older than what the record already reflects."""
     if record is None:
         return False
-    if event.qr is not None and code_hash(event.qr.code, event.qr.image,
-                                          event.qr.pairing_code) in record.retired:
+    if event.qr is not None and any(
+            n in record.retired for n in qr_names(event.qr.code, event.qr.image, event.qr.pairing_code)):
         # A QR this instance already moved past: a late retry, or Evolution's REST `connect`
         # handing back the previous, expired QR (protocols/evolution.md §4.3).
         return True
@@ -256,7 +261,7 @@ def apply(record: Record | None, event: Event, *, qr_ttl_ms: int, at_ms: int | N
     if old_qr is not None and (new["qr"] is None or not _same_qr(
             old_qr, NewQR(code=new["qr"]["code"], image=new["qr"]["image"],
                           pairing_code=new["qr"]["pairingCode"]))):
-        retired = (retired + [code_hash(old_qr["code"], old_qr["image"], old_qr["pairingCode"])])[-RETIRED_MAX:]
+        retired = (retired + qr_names(old_qr["code"], old_qr["image"], old_qr["pairingCode"]))[-RETIRED_MAX:]
 
     changed = _content(new) != _content(current)  # type: ignore[arg-type]
     if changed:

@@ -154,3 +154,16 @@ def test_generic_close_keeps_the_specific_reason() -> None:
     assert record is not None and record.snapshot["reason"]["code"] == "disconnectedMobile"  # type: ignore[index]
     record, _ = run(qr("a"), generic)  # alone (the QR timed out): the generic reason is shown
     assert record is not None and record.snapshot["reason"]["code"] == "browserClose"  # type: ignore[index]
+
+
+def test_a_late_image_only_copy_of_a_past_qr_never_returns() -> None:
+    image = "data:image/png;base64,OLD"
+    hook = Event(upstream="wppconnect", instance="i", cause="qrcode", state="connecting",
+                 qr=NewQR(code="2@old,x,y,z", image=image))
+    newer = Event(upstream="wppconnect", instance="i", cause="qrcode", state="connecting",
+                  qr=NewQR(code="2@new,x,y,z", image="data:image/png;base64,NEW"))
+    late_socket_copy = Event(upstream="wppconnect", instance="i", cause="qrCode", state="connecting",
+                             qr=NewQR(code=None, image=image))
+    record, outcomes = run(hook, newer, late_socket_copy)
+    assert outcomes == [True, True, None]
+    assert record is not None and record.snapshot["qr"]["code"] == "2@new,x,y,z"  # type: ignore[index]
