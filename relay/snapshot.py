@@ -187,8 +187,10 @@ def is_stale(record: Record | None, event: Event) -> bool:
     """True when the event is older than what the record already reflects."""
     if record is None:
         return False
-    if event.qr is not None and any(
-            n in record.retired for n in qr_names(event.qr.code, event.qr.image, event.qr.pairing_code)):
+    # Checked by the event's own identity (its code if it has one); a past QR is retired under
+    # all its names, so an image-only copy of it is recognised too.
+    if event.qr is not None and qr_names(event.qr.code, event.qr.image,
+                                         event.qr.pairing_code)[0] in record.retired:
         # A QR this instance already moved past: a late retry, or Evolution's REST `connect`
         # handing back the previous, expired QR (protocols/evolution.md §4.3).
         return True
