@@ -71,12 +71,13 @@ def valid_instance(name: Any) -> TypeGuard[str]:
 def create_app(settings: Settings, *, store: StateStore | None = None,
                broker: Broker | None = None) -> socketio.ASGIApp:
     """Build the relay. ``store``/``broker`` may be injected (tests); else they come from settings."""
-    origins: list[str] | str = list(settings.allowed_origins) or []
     # With Redis there may be several workers behind a balancer: long-polling would need sticky
     # sessions and fail intermittently without them, so only websocket is offered (a client that
     # insists on polling fails at once, with the reason in the README, not at random).
     transports = ["websocket"] if settings.redis_url else ["polling", "websocket"]
-    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=origins or None,
+    sio = socketio.AsyncServer(async_mode="asgi",
+                               # None: same origin only; host apps list theirs.
+                               cors_allowed_origins=list(settings.allowed_origins) or None,
                                transports=transports,
                                ping_interval=20, ping_timeout=20, max_http_buffer_size=64 * 1024,
                                logger=False, engineio_logger=False)

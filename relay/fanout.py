@@ -208,10 +208,6 @@ class Hub:
         for instance, (seq, payload) in list(self._last.items()):
             await self.deliver(instance, f"{seq} 0 0 - - {payload}", fresh=False)
 
-    @property
-    def watched(self) -> list[str]:
-        return list(self._counts)
-
     def track(self, sid: str, environ: dict[str, object]) -> None:
         """Remember the transport under a websocket viewer (see :meth:`evict_slow_viewers`)."""
         # Engine.IO never exposes it; uvicorn's ASGI `send` is a method of the connection's

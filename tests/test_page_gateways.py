@@ -1,0 +1,58 @@
+"""A real browser sees QRs and "connected" from emulated gateways with no webhook configured:
+the relay follows Evolution's and WPPConnect's own Socket.IO streams."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.emulators import EvolutionEmulator, WPPConnectEmulator
+from tests.support.clients import token
+from tests.support.servers import running_relay
+from tests.test_page import ARTIFACTS, browser, open_page  # noqa: F401  (browser is a fixture)
+
+
+async def test_browser_follows_evolution_socket_without_webhook(browser: Any) -> None:  # noqa: F811
+    evo = EvolutionEmulator(websocket_global=True)
+    evo.add_instance("shop")
+    await evo.start()
+    try:
+        async with running_relay(evolution_url=evo.url, evolution_apikey=evo.apikey,
+                                 evolution_socket="global", probe_interval=0.5) as relay:
+            page = await open_page(browser, relay, "shop", token("shop"))
+            await page.wait_for_selector('[data-relay-state="waiting"]', timeout=15_000)
+            for _ in range(200):  # the relay's socket to the gateway is up
+                if evo.sio.manager.rooms.get("/", {}).get(None):
+                    break
+                await asyncio.sleep(0.05)
+            sent = await evo.emit_qr("shop")
+            await page.wait_for_selector('[data-relay-state="scan"]', timeout=10_000)
+            src = await page.locator("[data-relay-qr]").get_attribute("src")
+            assert src == sent["data"]["qrcode"]["base64"]
+            await evo.scan("shop")
+            await page.wait_for_selector('[data-relay-state="connected"]', timeout=10_000)
+            assert evo.deliveries == []  # no webhook took part
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "page-evolution-socket-connected.png"))
+    finally:
+        await evo.stop()
+
+
+async def test_browser_follows_wppconnect_socket_without_webhook(browser: Any) -> None:  # noqa: F811
+    wpp = WPPConnectEmulator()
+    await wpp.start()
+    try:
+        async with running_relay(wppconnect_url=wpp.url, wppconnect_secret_key=wpp.secret_key,
+                                 probe_interval=0.5) as relay:
+            gateway = relay.rt.gateways["wppconnect"]
+            await asyncio.wait_for(gateway.socket_connected.wait(), 15)
+            page = await open_page(browser, relay, "mysession", token("mysession"))
+            await page.wait_for_selector('[data-relay-state="waiting"]', timeout=15_000)
+            # "New QR" on the page: the relay calls start-session, the QR comes over the socket.
+            await page.click("[data-relay-new-qr]")
+            await page.wait_for_selector('[data-relay-state="scan"]', timeout=15_000)
+            await wpp.scan("mysession")
+            await page.wait_for_selector('[data-relay-state="connected"]', timeout=10_000)
+            assert wpp.deliveries == []  # no webhook took part
+    finally:
+        await wpp.stop()
