@@ -14,12 +14,15 @@ import abc
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import socketio
 
 from .errors import UpstreamError
 from .lease import run_while_holding
 from .snapshot import Event, now_ms
-from .tasks import Tasks
+from .tasks import Backoff, Tasks
 
 if TYPE_CHECKING:
     from .app import Runtime
@@ -59,6 +62,64 @@ class Gateway(abc.ABC):
     async def stream(self) -> None:
         """Follow the gateway's event stream until cancelled (default: no stream)."""
         await asyncio.Event().wait()
+
+    async def store_streamed(self, event: Event | None) -> None:
+        """Store one event that came over the gateway's socket (never raises into the socket)."""
+        if event is None:
+            return
+        try:
+            await self.rt.ingest(event)
+        except Exception as exc:  # e.g. Redis down; the resync after the next gap repairs it
+            log.error("could not store a %s socket event: %s", self.name, exc.__class__.__name__)
+            return
+        self.rt.metrics.webhooks.labels(self.name, event.cause, "socket").inc()
+
+    async def follow_socket(self, url: str, namespace: str,
+                            handlers: dict[str, Callable[..., Awaitable[None]]], *,
+                            headers: dict[str, str] | None = None,
+                            on_connect: Callable[[], Awaitable[None]],
+                            on_close: Callable[[], None] = lambda: None,
+                            expected_refusal: str | None = None) -> None:
+        """Keep one Socket.IO namespace of the gateway connected, until cancelled.
+
+        Reconnects with capped backoff (python-socketio's own reconnection is off: it does not
+        retry a refused namespace, and every (re)connect must be followed by ``on_connect``, a
+        resync, because the gateway never replays what was missed). A refusal whose message
+        contains ``expected_refusal`` is retried quietly; anything else makes the holder probe.
+        """
+        backoff = Backoff(0.5, 10.0)
+        while True:
+            client = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+            closed = asyncio.Event()
+            refusals: list[Any] = []
+            for name, handler in handlers.items():
+                client.on(name, handler, namespace=namespace)
+            client.on("disconnect", lambda *_: closed.set(), namespace=namespace)
+            client.on("connect_error", refusals.append, namespace=namespace)
+            try:
+                await client.connect(url, headers=headers or {}, namespaces=[namespace],
+                                     transports=["websocket"], wait_timeout=10)
+            except (socketio.exceptions.ConnectionError, OSError, asyncio.TimeoutError) as exc:
+                reason = _refusal(refusals, exc)
+                if expected_refusal is not None and expected_refusal in reason:
+                    log.debug("%s socket %s: %s; retrying", self.name, namespace, reason)
+                else:
+                    log.warning("%s socket %s: %s", self.name, namespace, reason)
+                    self.poke()
+                await _disconnect(client)
+                await asyncio.sleep(backoff.next())
+                continue
+            try:
+                backoff.reset()
+                log.info("following %s's socket (%s)", self.name, namespace)
+                await on_connect()
+                await closed.wait()
+                log.warning("%s socket %s dropped; reconnecting", self.name, namespace)
+                self.poke()
+            finally:
+                on_close()
+                await _disconnect(client)
+            await asyncio.sleep(backoff.next())
 
     # -- used by the routes (any worker) --------------------------------------------------------
     async def connect(self, instance: str) -> None:
@@ -162,6 +223,23 @@ class Gateway(abc.ABC):
 
     async def close(self) -> None:
         """Nothing to close: the HTTP session and tasks belong to the app."""
+
+
+def _refusal(refusals: list[Any], exc: BaseException) -> str:
+    """The server's own reason for refusing a connect (CONNECT_ERROR data), else the error's."""
+    for item in reversed(refusals):
+        if isinstance(item, dict) and item.get("message"):
+            return str(item["message"])
+        if isinstance(item, str) and item:
+            return item
+    return str(exc) or exc.__class__.__name__
+
+
+async def _disconnect(client: socketio.AsyncClient) -> None:
+    try:
+        await client.disconnect()
+    except Exception:  # already gone
+        pass
 
 
 def gateways_from_settings(rt: "Runtime") -> dict[str, Gateway]:

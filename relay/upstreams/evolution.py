@@ -8,7 +8,6 @@ answers errors with HTTP 200 and ``{"error": true}`` (§4.1).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from datetime import datetime
@@ -19,6 +18,7 @@ import aiohttp
 
 from ..errors import BadEventError, UpstreamError
 from ..snapshot import Event, NewQR, Profile, Reason
+from .http import request_json
 
 NAME = "evolution"
 STATES = {"connecting", "open", "close", "refused"}
@@ -158,22 +158,9 @@ class EvolutionClient:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def _call(self, method: str, path: str) -> Any:
-        url = f"{self.base_url}{path}"
-        try:
-            async with self.session.request(method, url, headers={"apikey": self.apikey},
-                                            timeout=self.timeout) as resp:
-                text = await resp.text()
-                status = resp.status
-        except asyncio.TimeoutError:
-            raise UpstreamError(f"Evolution did not answer within {self.timeout.total:g} s",
-                                code="gateway_timeout", status=504) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"cannot reach Evolution at {self.base_url}: {exc.__class__.__name__}",
-                                code="gateway_unreachable", status=502) from None
-        try:
-            body = json.loads(text) if text else None
-        except ValueError:
-            body = None
+        status, body = await request_json(self.session, method, self.base_url, path,
+                                          gateway="Evolution", timeout=self.timeout,
+                                          headers={"apikey": self.apikey})
         if status == 401:
             raise UpstreamError("Evolution refused the API key (check RELAY_EVOLUTION_APIKEY)",
                                 code="gateway_unauthorized", status=502)

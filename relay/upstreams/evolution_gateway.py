@@ -13,11 +13,8 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-import socketio
-
 from ..errors import BadEventError, UpstreamError
 from ..gateway import Gateway
-from ..tasks import Backoff
 from . import evolution
 
 if TYPE_CHECKING:
@@ -108,58 +105,13 @@ class EvolutionGateway(Gateway):
         except BadEventError as exc:
             log.warning("ignored a malformed socket event: %s", exc.detail)
             return
-        if event is not None:
-            await self.rt.ingest(event)
-            self.rt.metrics.webhooks.labels(self.name, event.cause, "socket").inc()
+        await self.store_streamed(event)
 
     async def follow_namespace(self, namespace: str) -> None:
-        """Keep one namespace connected: reconnect with capped backoff, resync after each connect."""
-        backoff = Backoff(0.5, 10.0)
-        while True:
-            client = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
-            closed = asyncio.Event()
-            refusals: list[Any] = []
-            for name in EVENTS:
-                client.on(name, self.on_event, namespace=namespace)
-            client.on("disconnect", lambda *_: closed.set(), namespace=namespace)
-            client.on("connect_error", refusals.append, namespace=namespace)
-            try:
-                await client.connect(self.url, headers={"apikey": self.apikey}, namespaces=[namespace],
-                                     transports=["websocket"], wait_timeout=10)
-            except (socketio.exceptions.ConnectionError, OSError, asyncio.TimeoutError) as exc:
-                reason = _reason(refusals, exc)
-                if "Invalid namespace" in reason:
-                    # Evolution answered: the instance just hasn't emitted since it started.
-                    log.debug("namespace %s does not exist yet; retrying", namespace)
-                else:
-                    log.warning("Evolution socket %s: %s", namespace, reason)
-                    self.poke()
-                await _disconnect(client)
-                await asyncio.sleep(backoff.next())
-                continue
-            try:
-                backoff.reset()
-                log.info("following Evolution's socket (%s)", "global" if namespace == "/" else "an instance")
-                await self.resync_all(None if namespace == "/" else [namespace[1:]])
-                await closed.wait()
-                log.warning("Evolution socket %s dropped; reconnecting", namespace)
-                self.poke()
-            finally:
-                await _disconnect(client)
-            await asyncio.sleep(backoff.next())
-
-
-def _reason(refusals: list[Any], exc: BaseException) -> str:
-    for item in reversed(refusals):
-        if isinstance(item, dict) and item.get("message"):
-            return str(item["message"])
-        if isinstance(item, str) and item:
-            return item
-    return str(exc) or exc.__class__.__name__
-
-
-async def _disconnect(client: socketio.AsyncClient) -> None:
-    try:
-        await client.disconnect()
-    except Exception:
-        pass
+        """Keep one namespace (``/`` in global mode) connected; resync after each connect."""
+        await self.follow_socket(
+            self.url, namespace, {name: self.on_event for name in EVENTS},
+            headers={"apikey": self.apikey},
+            on_connect=lambda: self.resync_all(None if namespace == "/" else [namespace[1:]]),
+            # Evolution answered: the instance just hasn't emitted since it started (§3.4).
+            expected_refusal="Invalid namespace")

@@ -10,7 +10,6 @@ old QR after CONNECTED/CLOSED (§8.1) and ``start-session`` answers the state be
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -21,6 +20,7 @@ import aiohttp
 
 from ..errors import BadEventError, UpstreamError
 from ..snapshot import Event, NewQR, Reason
+from .http import request_json
 
 log = logging.getLogger("relay.wppconnect")
 NAME = "wppconnect"
@@ -220,22 +220,9 @@ class WPPConnectClient:
 
     async def _request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
                        body: Any = None) -> tuple[int, Any]:
-        try:
-            async with self.session.request(method, f"{self.base_url}{path}", headers=headers,
-                                            json=body, timeout=self.timeout) as resp:
-                text = await resp.text()
-                status = resp.status
-        except asyncio.TimeoutError:
-            raise UpstreamError(f"WPPConnect did not answer within {self.timeout.total:g} s",
-                                code="gateway_timeout", status=504) from None
-        except aiohttp.ClientError as exc:
-            # Never the URL: some paths hold the secret key.
-            raise UpstreamError(f"cannot reach WPPConnect at {self.base_url}: {exc.__class__.__name__}",
-                                code="gateway_unreachable", status=502) from None
-        try:
-            return status, json.loads(text) if text else None
-        except ValueError:
-            return status, None
+        # Never the URL in errors: some paths hold the secret key (request_json names the base).
+        return await request_json(self.session, method, self.base_url, path, gateway="WPPConnect",
+                                  timeout=self.timeout, headers=headers, body=body)
 
     @staticmethod
     def _fail(status: int, body: Any) -> UpstreamError:

@@ -14,12 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import socketio
-
-from ..errors import BadEventError, UpstreamError
+from ..errors import BadEventError
 from ..gateway import Gateway
 from ..snapshot import Event, now_ms
-from ..tasks import Backoff
 from . import wppconnect
 
 if TYPE_CHECKING:
@@ -83,12 +80,7 @@ class WPPConnectGateway(Gateway):
                 # of each session we serve tells whose it is.
                 self.rt.tasks.spawn("resync-wppconnect", self._resync_named())
             return
-        try:
-            await self.rt.ingest(event)
-        except Exception as exc:  # e.g. Redis down; the next resync repairs the snapshot
-            log.error("could not store a socket %s event: %s", event_name, exc.__class__.__name__)
-            return
-        self.rt.metrics.webhooks.labels(self.name, event.cause, "socket").inc()
+        await self.store_streamed(event)
 
     def _handler(self, event_name: str) -> Callable[..., Awaitable[None]]:
         async def handle(data: Any = None, *_: Any) -> None:
@@ -99,38 +91,12 @@ class WPPConnectGateway(Gateway):
         await self.resync_all(await self.names())
 
     async def stream(self) -> None:
-        """Keep one socket on ``/``: reconnect with capped backoff, resync after each connect."""
-        backoff = Backoff(0.5, 10.0)
-        while True:
-            client = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
-            closed = asyncio.Event()
-            for event_name in wppconnect.SOCKET_EVENTS:
-                client.on(event_name, self._handler(event_name))
-            client.on("disconnect", lambda *_: closed.set())
-            try:
-                await client.connect(self.url, transports=["websocket"], wait_timeout=10)
-            except (socketio.exceptions.ConnectionError, OSError, asyncio.TimeoutError) as exc:
-                log.warning("WPPConnect socket: %s", str(exc) or exc.__class__.__name__)
-                self.poke()
-                await _disconnect(client)
-                await asyncio.sleep(backoff.next())
-                continue
-            try:
-                backoff.reset()
-                log.info("following WPPConnect's socket")
-                await self.resync_all(await self.names())
-                self.socket_connected.set()
-                await closed.wait()
-                log.warning("WPPConnect socket dropped; reconnecting")
-                self.poke()
-            finally:
-                self.socket_connected.clear()
-                await _disconnect(client)
-            await asyncio.sleep(backoff.next())
+        """Keep one socket on ``/`` (every session's events; §3); resync after each connect."""
 
+        async def connected() -> None:
+            await self.resync_all(await self.names())
+            self.socket_connected.set()
 
-async def _disconnect(client: socketio.AsyncClient) -> None:
-    try:
-        await client.disconnect()
-    except Exception:
-        pass
+        await self.follow_socket(
+            self.url, "/", {name: self._handler(name) for name in wppconnect.SOCKET_EVENTS},
+            on_connect=connected, on_close=self.socket_connected.clear)
