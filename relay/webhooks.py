@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,19 @@ SLOT_WAIT = 2.0
 
 class TooLarge(Exception):
     pass
+
+
+_last_warned: dict[str, float] = {}
+
+
+def warn_rejected(upstream: str, status: int, why: str) -> None:
+    """Say in the log why a gateway's webhooks are refused (at most every 10 s per kind): a wrong
+    secret or URL otherwise shows only as a gateway retrying forever. Never logs the body."""
+    now = time.monotonic()
+    kind = f"{upstream}:{status}"
+    if now - _last_warned.get(kind, 0.0) >= 10.0:
+        _last_warned[kind] = now
+        log.warning("refused a webhook from %s with %d: %s", upstream, status, why)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -63,6 +77,7 @@ async def handle(request: Request, rt: "Runtime", upstream: str, parse: Parser) 
     if not webhook_allowed(rt.settings.webhook_secret, request.headers.get("authorization"),
                            path_secret):
         rt.metrics.webhooks.labels(upstream, "-", "unauthorized").inc()
+        warn_rejected(upstream, 401, "missing or wrong webhook secret")
         return error(401, "unauthorized", "missing or wrong webhook secret (send it as "
                      "'Authorization: Bearer <secret>' or as the path segment after "
                      f"/webhooks/{upstream}/)", {"WWW-Authenticate": "Bearer"})
@@ -70,6 +85,7 @@ async def handle(request: Request, rt: "Runtime", upstream: str, parse: Parser) 
         raw = await read_body(request, rt.settings.max_body)
     except TooLarge:
         rt.metrics.webhooks.labels(upstream, "-", "too_large").inc()
+        warn_rejected(upstream, 413, f"body over {rt.settings.max_body} bytes")
         return error(413, "too_large", f"body over {rt.settings.max_body} bytes; subscribe the "
                      "webhook to QR and connection events only")
     except ClientDisconnect:
@@ -78,12 +94,14 @@ async def handle(request: Request, rt: "Runtime", upstream: str, parse: Parser) 
         body = json.loads(raw)
     except ValueError as exc:
         rt.metrics.webhooks.labels(upstream, "-", "bad_json").inc()
+        warn_rejected(upstream, 400, "body is not JSON")
         return error(400, "bad_json", f"body is not JSON: {str(exc)[:120]}")
     hint = request.query_params.get("session") or (rest[0] if upstream == "wppconnect" and rest else None)
     try:
         event = parse(body, hint)
     except BadEventError as exc:
         rt.metrics.webhooks.labels(upstream, "-", "bad_event").inc()
+        warn_rejected(upstream, 400, exc.detail)
         return error(400, exc.code, exc.detail)
     if event is None:
         name = body.get("event") if isinstance(body, dict) else None

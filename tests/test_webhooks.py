@@ -98,3 +98,18 @@ def test_fuzz_never_5xx(open_client: TestClient, locked_client: TestClient, body
         assert resp.headers["content-type"].startswith("application/json")
         if resp.status_code >= 400:
             assert set(resp.json()) == {"error", "detail"}
+
+
+def test_refusals_are_logged_without_secrets(locked_client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    from relay import webhooks
+
+    webhooks._last_warned.clear()
+    caplog.set_level("WARNING", logger="relay.webhooks")
+    qr = fixture("evolution", "webhook-qrcode-updated")
+    assert locked_client.post("/webhooks/evolution", json=qr,
+                              headers={"Authorization": "Bearer guess-guess"}).status_code == 401
+    assert locked_client.post("/webhooks/evolution", json=qr,
+                              headers={"Authorization": "Bearer guess-again"}).status_code == 401
+    refused = [r.getMessage() for r in caplog.records if r.name == "relay.webhooks"]
+    assert refused == ["refused a webhook from evolution with 401: missing or wrong webhook secret"]  # once
+    assert not any("guess" in m or SECRET in m or "PLACEHOLDER" in m for m in refused)
