@@ -63,30 +63,14 @@ class Recorder:
     def __post_init__(self) -> None:
         self.marker_b = self.marker.encode()
 
-    def record(self, conn_index: int, msg: str, now_ns: int) -> None:
-        pos = msg.find(self.marker)
+    def record(self, conn_index: int, msg: str | bytes, now_ns: int) -> None:
+        """Note one `update` (text, or the raw frame: the marker and digits are ASCII)."""
+        marker: str | bytes = self.marker if isinstance(msg, str) else self.marker_b
+        pos = msg.find(marker)  # type: ignore[arg-type]
         if pos < 0:
             self.unmatched += 1
             return
-        start = pos + len(self.marker)
-        try:
-            eid = int(msg[start : start + EID_DIGITS])
-        except ValueError:
-            self.unmatched += 1
-            return
-        self.eids.append(eid)
-        self.recv_ns.append(now_ns)
-        self.conns.append(conn_index)
-        if eid >= self.min_eid:
-            self.counted += 1
-
-    def record_bytes(self, conn_index: int, msg: bytes, now_ns: int) -> None:
-        """Same as `record`, on the raw frame (the marker and digits are ASCII)."""
-        pos = msg.find(self.marker_b)
-        if pos < 0:
-            self.unmatched += 1
-            return
-        start = pos + len(self.marker_b)
+        start = pos + len(marker)
         try:
             eid = int(msg[start : start + EID_DIGITS])
         except ValueError:
@@ -205,7 +189,7 @@ async def _viewer(
             msg = await ws.recv(decode=False)
             now = time.time_ns()
             if msg.startswith(b"42"):
-                rec.record_bytes(spec.index, msg, now)
+                rec.record(spec.index, msg, now)
             elif msg == b"2":
                 await ws.send("3")
             elif (

@@ -20,7 +20,7 @@ from engineio import packet as eio_packet
 
 from .errors import RelayError, StoreUnavailable
 from .metrics import Metrics
-from .snapshot import Snapshot, blank, encode, live, now_ms, unwire, wire
+from .snapshot import Snapshot, blank, encode, frame, live, now_ms, unwire, wire
 from .state import Broker, StateStore
 
 log = logging.getLogger("relay.fanout")
@@ -206,7 +206,7 @@ class Hub:
         self.degraded = detail
         self.metrics.listener_up.set(0)
         for instance, (seq, payload) in list(self._last.items()):
-            await self.deliver(instance, f"{seq} 0 0 - - {payload}", fresh=False)
+            await self.deliver(instance, frame(seq, 0, payload), fresh=False)
 
     def track(self, sid: str, environ: dict[str, object]) -> None:
         """Remember the transport under a websocket viewer (see :meth:`evict_slow_viewers`)."""

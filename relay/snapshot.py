@@ -289,9 +289,16 @@ def wire(snapshot: Snapshot, snapshot_json: str | None = None, *, version: int =
     version and the record's ordering data), so most writes need no read first.
     """
     payload = snapshot_json if snapshot_json is not None else encode(snapshot)
+    return frame(snapshot["seq"], snapshot["updatedAt"] or 0, payload, version=version,
+                 gateway_ts=gateway_ts, retired=retired)
+
+
+def frame(seq: int, updated: int, payload: str, *, version: int = 0,
+          gateway_ts: int | None = None, retired: list[str] | None = None) -> str:
+    """The channel message for an already encoded snapshot (see :func:`wire`)."""
     ts = "-" if gateway_ts is None else str(gateway_ts)
     gone = ",".join(retired) if retired else "-"
-    return f"{snapshot['seq']} {snapshot['updatedAt'] or 0} {version} {ts} {gone} {payload}"
+    return f"{seq} {updated} {version} {ts} {gone} {payload}"
 
 
 class Wired(NamedTuple):
