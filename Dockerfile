@@ -32,10 +32,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# Dependencies from the lock file (exact versions, hashes checked), then the project on top.
+COPY requirements/runtime.lock ./requirements/
+RUN pip install -r requirements/runtime.lock
 # README.md is referenced by pyproject.toml (project.readme), so the build needs it.
 COPY pyproject.toml README.md ./
 COPY relay/ ./relay/
-RUN pip install .
+RUN pip install --no-deps .
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -3,21 +3,26 @@
 #   make test   - the whole suite (installs Python deps, web assets, redis-server and Chromium if missing)
 #   make bench  - the relay beside the Node peer (see BENCHMARKS.md)
 #   make demo   - dev only: the relay plus a fake gateway emitting fake QRs
+#   make lock   - refresh requirements/*.lock from pyproject.toml (then commit them)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 VENDOR := web/vendor/socket.io.esm.min.js
+UV     := uv==0.13.9
 
-.PHONY: run test bench demo web deps clean
+.PHONY: run test bench demo web deps lock clean
 
-$(VENV)/.run: pyproject.toml
+# Python packages come from the lock files, pinned with hashes; the project itself on top.
+$(VENV)/.run: requirements/runtime.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e .
+	$(PIP) install -r requirements/runtime.lock
+	$(PIP) install --no-deps -e .
 	touch $@
 
-$(VENV)/.test: pyproject.toml $(VENV)/.run
-	$(PIP) install -e '.[test]'
+$(VENV)/.test: requirements/dev.lock pyproject.toml $(VENV)/.run
+	$(PIP) install -r requirements/dev.lock
+	$(PIP) install --no-deps -e .
 	touch $@
 
 # socket.io-client comes from npm (pinned by web/package-lock.json), never hand-written.
@@ -42,6 +47,12 @@ test: deps $(VENV)/.test web
 
 bench: deps $(VENV)/.test web
 	$(PY) bench/run.py
+
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(UV)
+	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --quiet -o requirements/runtime.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --python-version 3.11 --generate-hashes --quiet -o requirements/dev.lock
 
 clean:
 	rm -rf $(VENV) web/node_modules web/vendor artifacts .pytest_cache

@@ -7,23 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from .auth import mint_token
 from .config import Settings
 from .errors import ConfigError
 
 log = logging.getLogger("relay")
-# Browsers always offer permessage-deflate: accepting it keeps a zlib context per connection
-# (measured ~42 KB per viewer, doubling the total) to compress base64 PNGs that barely compress.
-# Node's socket.io ships with it off too. Engine.IO pings every 20 s already, so the websocket
-# layer's own ping is redundant.
-UVICORN_WS: dict[str, Any] = {"ws_per_message_deflate": False, "ws_ping_interval": None}
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _serve_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -32,52 +21,32 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from .server import serve as run
 
     settings = Settings.from_env(os.environ, **_serve_overrides(args))
-    setup_logging(settings.log_level)
     if settings.secret_generated:
-        from .auth import mint_token as mint
-
         link = (f"http://{settings.host}:{settings.port}/?instance=my-instance&token="
-                f"{mint(settings.secret, ['*'], 24 * 3600)}")
+                f"{mint_token(settings.secret, ['*'], 24 * 3600)}")
         print("RELAY_SECRET is not set: using a throwaway secret for this run (viewer tokens die "
               "with it). Set RELAY_SECRET in production.", file=sys.stderr)
         print(f"Open the page: {link}", file=sys.stderr, flush=True)
-    # Workers are separate processes that build their own Settings from the environment, so
-    # flags and the throwaway secret travel there as RELAY_* variables.
-    env_of = {"host": "RELAY_HOST", "port": "RELAY_PORT", "workers": "RELAY_WORKERS",
-              "redis_url": "RELAY_REDIS_URL", "log_level": "RELAY_LOG_LEVEL"}
-    for key, value in _serve_overrides(args).items():
-        if value is not None:
-            os.environ[env_of[key]] = str(value)
-    os.environ["RELAY_SECRET"] = settings.secret
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # One scrape must count every worker: prometheus_client shares values through files.
-        import tempfile
-
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relay-metrics-")
-    uvicorn.run("relay.app:app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers if settings.workers > 1 else None,
-                log_level=settings.log_level, access_log=False,  # access logs would hold ?token=
-                proxy_headers=True, timeout_graceful_shutdown=5, lifespan="on", **UVICORN_WS)
+    run(settings)
     return 0
 
 
 def token(args: argparse.Namespace) -> int:
-    secret = os.environ.get("RELAY_SECRET", "")
-    if len(secret) < 32:
+    settings = Settings.from_env(os.environ)
+    if settings.secret_generated:
         raise ConfigError("RELAY_SECRET must be set (at least 32 characters) to mint viewer tokens")
-    print(mint_token(secret, args.instance, args.ttl))
+    print(mint_token(settings.secret, args.instance, args.ttl))
     return 0
 
 
 def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    setup_logging(args.log_level or "info")
     return run_demo(host=args.host or "127.0.0.1", port=args.port or 8000,
-                    instance=args.instance, every=args.every)
+                    instance=args.instance, every=args.every, log_level=args.log_level or "info")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -48,7 +48,9 @@ class Settings:
     max_inflight: int = 256
     gateway_timeout: float = 10.0
     probe_interval: float = 10.0
-    extra: Mapping[str, str] = field(default_factory=dict)
+    # Set by ``relay serve --workers N`` (not an environment variable): the folder where the
+    # workers' metrics meet, so that one scrape counts them all.
+    metrics_dir: str | None = None
 
     @property
     def upstream_name(self) -> str:

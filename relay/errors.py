@@ -35,13 +35,6 @@ class AuthError(RelayError):
     status = 401
 
 
-class ForbiddenError(RelayError):
-    """The caller is known but may not touch this instance."""
-
-    code = "forbidden"
-    status = 403
-
-
 class BadEventError(RelayError):
     """A webhook or socket payload that is not a known event shape."""
 

@@ -1,16 +1,18 @@
 """Prometheus metrics, one registry per app (tests run several apps in one process).
 
-With ``relay serve --workers N`` on one port, a scrape reaches one worker at random, so the CLI
-turns on prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) and every scrape
-returns the sum over the workers (gauges say how they combine).
+With ``relay serve --workers N`` on one port, a scrape reaches one worker at random, so the server
+turns on prometheus_client's multiprocess mode (a shared folder of value files, given here as
+``multiprocess_dir``) and every scrape returns the sum over the workers (gauges say how they
+combine).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-import os
 import time
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,7 +29,8 @@ log = logging.getLogger("relay.metrics")
 class Metrics:
     """The relay's instruments. Values are per worker process."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         r = self.registry
         self.viewers = Gauge("relay_viewers", "Connected viewers (Socket.IO and SSE)", registry=r,
@@ -59,10 +62,10 @@ class Metrics:
                                   buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1), registry=r)
         self._lag_peak = 0.0
         self._gc_started = 0.0
+        self._gc_callback: Any = None
 
     def watch_gc(self) -> None:
         """Time every collection: pauses are a measured fact, not a guess."""
-        import gc
 
         def callback(phase: str, info: dict[str, int]) -> None:
             if phase == "start":
@@ -78,17 +81,15 @@ class Metrics:
         self._gc_callback = callback
 
     def unwatch_gc(self) -> None:
-        import gc
-
-        if getattr(self, "_gc_callback", None) in gc.callbacks:
+        if self._gc_callback in gc.callbacks:
             gc.callbacks.remove(self._gc_callback)
 
     def render(self) -> bytes:
         self.loop_lag_max.set(self._lag_peak)
         self._lag_peak = 0.0
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if self.multiprocess_dir:
             merged = CollectorRegistry()
-            multiprocess.MultiProcessCollector(merged)
+            multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
             return generate_latest(merged)
         return generate_latest(self.registry)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
 
 import segno
 from starlette.requests import Request
@@ -21,16 +20,19 @@ from starlette.staticfiles import StaticFiles
 
 from .auth import Viewer, admin_allowed, bearer, verify_token
 from .config import Settings
+from .core import Relay
 from .errors import AuthError, RelayError
-
-if TYPE_CHECKING:
-    from .app import Runtime
+from .wire import sse_update
 
 SSE_KEEPALIVE = 15.0
 
 
-def runtime(request: Request) -> "Runtime":
-    return request.app.state.rt  # type: ignore[no-any-return]
+def core(request: Request) -> Relay:
+    return request.state.core  # type: ignore[no-any-return]
+
+
+def config(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
 
 
 def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -45,12 +47,12 @@ def from_exc(exc: RelayError) -> JSONResponse:
 
 def viewer_for(request: Request, instance: str) -> Viewer | JSONResponse:
     """The viewer token from ``Authorization: Bearer`` or ``?token=``, checked for this instance."""
-    rt = runtime(request)
+    settings = config(request)
     token = bearer(request.headers.get("authorization")) or request.query_params.get("token")
-    if admin_allowed(rt.settings.admin_key, request.headers.get("authorization")):
+    if admin_allowed(settings.admin_key, request.headers.get("authorization")):
         return Viewer(instances=frozenset({"*"}), expires_at=0)
     try:
-        viewer = verify_token(rt.settings.secret, token)
+        viewer = verify_token(settings.secret, token)
     except AuthError as exc:
         return error(401, "unauthorized", exc.detail, {"WWW-Authenticate": "Bearer"})
     if not viewer.may_see(instance):
@@ -64,7 +66,7 @@ async def snapshot(request: Request) -> Response:
     if isinstance(checked, JSONResponse):
         return checked
     try:
-        return JSONResponse(await runtime(request).hub.snapshot(instance))
+        return JSONResponse(await core(request).snapshot(instance))
     except RelayError as exc:
         return from_exc(exc)
 
@@ -75,7 +77,7 @@ async def qr_svg(request: Request) -> Response:
     if isinstance(checked, JSONResponse):
         return checked
     try:
-        snap = await runtime(request).hub.snapshot(instance)
+        snap = await core(request).snapshot(instance)
     except RelayError as exc:
         return from_exc(exc)
     qr = snap["qr"]
@@ -94,20 +96,16 @@ async def events(request: Request) -> Response:
     checked = viewer_for(request, instance)
     if isinstance(checked, JSONResponse):
         return checked
-    hub = runtime(request).hub
+    relay = core(request)
     try:
-        await hub.snapshot(instance)  # fail with a 503 now, not after the headers went out
+        await relay.snapshot(instance)  # fail with a 503 now, not after the headers went out
     except RelayError as exc:
         return from_exc(exc)
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
-        async for item in hub.sse(instance, keepalive=SSE_KEEPALIVE):
-            if item is None:
-                yield ": keepalive\n\n"
-            else:
-                seq, payload = item
-                yield f"event: update\nid: {seq}\ndata: {payload}\n\n"
+        async for item in relay.sse(instance, keepalive=SSE_KEEPALIVE):
+            yield ": keepalive\n\n" if item is None else sse_update(*item)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -119,14 +117,8 @@ async def connect(request: Request) -> Response:
     checked = viewer_for(request, instance)
     if isinstance(checked, JSONResponse):
         return checked
-    rt = runtime(request)
     try:
-        gateway = await rt.gateway_for(instance)
-        if gateway is None:
-            return error(501, "no_gateway", "the relay has no gateway to ask: set RELAY_EVOLUTION_URL "
-                         "(and RELAY_EVOLUTION_APIKEY) or RELAY_WPPCONNECT_URL")
-        await gateway.connect(instance)
-        return JSONResponse(await rt.hub.snapshot(instance), status_code=202)
+        return JSONResponse(await core(request).connect(instance), status_code=202)
     except RelayError as exc:
         return from_exc(exc)
 
@@ -134,18 +126,14 @@ async def connect(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """Log the instance out on the gateway (admin key only)."""
     instance = request.path_params["instance"]
-    rt = runtime(request)
-    if rt.settings.admin_key is None:
+    settings = config(request)
+    if settings.admin_key is None:
         return error(403, "admin_disabled", "set RELAY_ADMIN_KEY to enable admin routes")
-    if not admin_allowed(rt.settings.admin_key, request.headers.get("authorization")):
+    if not admin_allowed(settings.admin_key, request.headers.get("authorization")):
         return error(401, "unauthorized", "admin key required (Authorization: Bearer <key>)",
                      {"WWW-Authenticate": "Bearer"})
     try:
-        gateway = await rt.gateway_for(instance)
-        if gateway is None:
-            return error(501, "no_gateway", "the relay has no gateway to ask: set RELAY_EVOLUTION_URL")
-        await gateway.logout(instance)
-        return JSONResponse(await rt.hub.snapshot(instance), status_code=202)
+        return JSONResponse(await core(request).logout(instance), status_code=202)
     except RelayError as exc:
         return from_exc(exc)
 
@@ -156,29 +144,13 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when the store answers, the channel listener is up and the gateway is reachable."""
-    rt = runtime(request)
-    checks: dict[str, Any] = {"started": rt.started}
-    try:
-        checks["store"] = bool(rt.started and await rt.store.ping())
-    except Exception:
-        checks["store"] = False
-    checks["listener"] = bool(rt.started and rt.broker.healthy)
-    # Reported, not required: a relay whose gateway is down must stay in the balancer, or
-    # nobody could be told that the gateway is down.
-    gateways = []
-    for gateway in rt.gateways.values():
-        try:
-            gateways.append(await gateway.shared_status())
-        except Exception:
-            gateways.append({"name": gateway.name, "ok": gateway.ok, "detail": gateway.detail})
-    checks["gateways"] = gateways
-    ok = checks["store"] and checks["listener"]
-    return JSONResponse({"ok": bool(ok), "checks": checks}, status_code=200 if ok else 503)
+    """200 when the store answers and the channel listener is up; 503 otherwise (see Relay.readiness)."""
+    readiness = await core(request).readiness()
+    return JSONResponse(readiness, status_code=200 if readiness["ok"] else 503)
 
 
 async def metrics(request: Request) -> Response:
-    return Response(runtime(request).metrics.render(),
+    return Response(core(request).metrics.render(),
                     media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -8,12 +8,10 @@ the newest event applied, which is what "an older event never overwrites newer s
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypedDict
+from typing import Any, TypedDict
 
-StateName = Literal["unknown", "connecting", "open", "close", "refused"]
 STATES: tuple[str, ...] = ("unknown", "connecting", "open", "close", "refused")
 
 
@@ -103,18 +101,6 @@ class Record:
     snapshot: Snapshot
     gateway_ts: int | None = None
     retired: list[str] = field(default_factory=list)
-
-    def dumps(self, snapshot_json: str | None = None) -> str:
-        """JSON of the record; pass the snapshot's JSON if it is already encoded (hot path)."""
-        if snapshot_json is None:
-            snapshot_json = encode(self.snapshot)
-        rest = json.dumps({"t": self.gateway_ts, "r": self.retired}, separators=(",", ":"))
-        return '{"s":' + snapshot_json + "," + rest[1:]
-
-    @classmethod
-    def loads(cls, raw: str | bytes) -> "Record":
-        data = json.loads(raw)
-        return cls(snapshot=data["s"], gateway_ts=data.get("t"), retired=data.get("r") or [])
 
 
 def qr_names(code: str | None, image: str | None, pairing: str | None = None) -> list[str]:
@@ -273,49 +259,3 @@ def apply(record: Record | None, event: Event, *, qr_ttl_ms: int, at_ms: int | N
     else:
         new = dict(current)
     return Record(snapshot=new, gateway_ts=gateway_ts, retired=retired), changed  # type: ignore[arg-type]
-
-
-def encode(snapshot: Snapshot) -> str:
-    """The one JSON encoding of a snapshot that goes on the wire (encoded once per update)."""
-    return json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False)
-
-
-def wire(snapshot: Snapshot, snapshot_json: str | None = None, *, version: int = 0,
-         gateway_ts: int | None = None, retired: list[str] | None = None) -> str:
-    """A channel message: ``"<seq> <updatedAt> <version> <gateway ts|-> <retired,…|-> <JSON>"``.
-
-    The header lets every worker order and time an update without decoding the ~6 KB snapshot
-    it forwards as is, and lets the Redis store keep its per-worker record cache current (the
-    version and the record's ordering data), so most writes need no read first.
-    """
-    payload = snapshot_json if snapshot_json is not None else encode(snapshot)
-    return frame(snapshot["seq"], snapshot["updatedAt"] or 0, payload, version=version,
-                 gateway_ts=gateway_ts, retired=retired)
-
-
-def frame(seq: int, updated: int, payload: str, *, version: int = 0,
-          gateway_ts: int | None = None, retired: list[str] | None = None) -> str:
-    """The channel message for an already encoded snapshot (see :func:`wire`)."""
-    ts = "-" if gateway_ts is None else str(gateway_ts)
-    gone = ",".join(retired) if retired else "-"
-    return f"{seq} {updated} {version} {ts} {gone} {payload}"
-
-
-class Wired(NamedTuple):
-    seq: int
-    updated: int
-    version: int
-    gateway_ts: int | None
-    retired: list[str]
-    payload: str
-
-    def record(self) -> Record:
-        return Record(snapshot=json.loads(self.payload), gateway_ts=self.gateway_ts,
-                      retired=self.retired)
-
-
-def unwire(message: str) -> Wired:
-    """Split a channel message; ValueError if it is malformed."""
-    seq, updated, version, ts, gone, payload = message.split(" ", 5)
-    return Wired(int(seq), int(updated), int(version), None if ts == "-" else int(ts),
-                 [] if gone == "-" else gone.split(","), payload)

@@ -1,8 +1,7 @@
 """Owned background tasks: every one is referenced, observed, and cancelled on shutdown.
 
 A task that dies with an exception logs at ERROR (never vanishes silently: the "deaf listener"
-bugs of python-socketio #281/#826/#1581), and long-running loops are restarted with capped
-exponential backoff that resets after a healthy run.
+bugs of python-socketio #281/#826/#1581).
 """
 
 from __future__ import annotations
@@ -10,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
+from typing import Any
 
 log = logging.getLogger("relay.tasks")
 
@@ -36,33 +36,12 @@ class Tasks:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def spawn(self, name: str, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        task.set_name(name)
+    def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` as an owned task: kept, logged if it dies, cancelled by :meth:`close`."""
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
-
-    def supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
-        """Run ``factory()`` forever: restart it (with backoff) whenever it returns or raises."""
-
-        async def run() -> None:
-            backoff = Backoff(0.2, 10.0)
-            while True:
-                loop = asyncio.get_running_loop()
-                started = loop.time()
-                try:
-                    await factory()
-                    log.error("task %s stopped unexpectedly; restarting", name)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("task %s crashed; restarting", name)
-                if loop.time() - started > 30:
-                    backoff.reset()
-                await asyncio.sleep(backoff.next())
-
-        return self.spawn(name, run())
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

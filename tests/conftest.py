@@ -4,7 +4,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.support.servers import RedisServer, RelayServer, running_relay
+from tests.support.redis import RedisServer
+from tests.support.relay import RelayServer, running_relay
 
 
 @pytest.fixture

@@ -260,6 +260,7 @@ def test_dockerfile_contract() -> None:
     assert re.search(r"^FROM\s+\S*node\S*\s+AS\s+web", text, re.MULTILINE | re.IGNORECASE) or "NODE_IMAGE" in text
     assert "python:3.11-slim" in text
     assert "npm ci" in text and "package-lock.json" in text
+    assert "pip install -r requirements/runtime.lock" in text  # pinned, hash-checked
     assert re.search(r"^EXPOSE\s+8000\s*$", text, re.MULTILINE)
     assert re.search(r"^HEALTHCHECK\b.*(\n.*)*?/healthz", text, re.MULTILINE)
     assert re.search(r"RELAY_WEB_DIR=/app/web", text)

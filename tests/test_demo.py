@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from tests.support.servers import free_port
+from tests.support.procs import free_port
 from tests.test_page import browser  # noqa: F401  (the Chromium fixture)
 
 

@@ -10,8 +10,9 @@ import aiohttp
 import pytest
 import socketio
 
-from tests.support.clients import SioViewer, connected_viewer, evolution_event, post, token
-from tests.support.servers import RelayServer
+from tests.support.clients import SioViewer, connected_viewer, post, token
+from tests.support.fixtures import evolution_event
+from tests.support.relay import RelayServer
 
 T0 = "2025-10-21T11:40:39.123Z"
 T1 = "2025-10-21T11:40:40.000Z"
@@ -184,7 +185,7 @@ async def test_rest_routes(relay: RelayServer) -> None:
 
 
 async def test_expired_qr_is_never_served() -> None:
-    from tests.support.servers import running_relay
+    from tests.support.relay import running_relay
 
     async with running_relay(qr_ttl=1.0) as relay:
         await post(f"{relay.url}/webhooks/evolution", evolution_event("webhook-qrcode-updated"))

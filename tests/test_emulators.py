@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -16,8 +17,8 @@ import socketio
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.emulators import EvolutionEmulator, WPPConnectEmulator
-from tests.emulators.fixtures import load
+from relay.fakes import EvolutionEmulator, WPPConnectEmulator, templates
+from tests.support.fixtures import fixture as load
 
 KEY = "EVO-GLOBAL-KEY"
 NAME = "my-instance"
@@ -95,11 +96,16 @@ async def rest(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) ->
         return resp.status, await resp.json()
 
 
-# ----- fixtures loader ---------------------------------------------------------------------------
-def test_fixture_loader_returns_fresh_copies() -> None:
-    first = load("evolution", "webhook-qrcode-updated")
+# ----- templates -----------------------------------------------------------------------------------
+def test_templates_are_the_shared_fixtures_and_fresh_copies() -> None:
+    for kind, names in templates.NAMES.items():
+        for name in names:
+            # Same keys in the same order, same values: the fakes speak the fixtures exactly.
+            assert json.dumps(templates.load(kind, name)) == json.dumps(load(kind, name)), (
+                f"{kind}/{name} differs: run python -m relay.fakes.templates ../shared/fixtures")
+    first = templates.load("evolution", "webhook-qrcode-updated")
     first["data"]["qrcode"]["code"] = "changed"
-    assert load("evolution", "webhook-qrcode-updated.json")["data"]["qrcode"]["code"] != "changed"
+    assert templates.load("evolution", "webhook-qrcode-updated.json")["data"]["qrcode"]["code"] != "changed"
 
 
 # ----- Evolution REST ----------------------------------------------------------------------------

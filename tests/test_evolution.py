@@ -10,8 +10,9 @@ import pytest
 from relay.auth import webhook_allowed
 from relay.errors import BadEventError
 from relay.snapshot import Record, apply
-from relay.upstreams import evolution
-from tests.support.servers import fixture, fixture_paths
+from relay.wire import dump_record, load_record
+from relay.gateways import evolution, evolution_api
+from tests.support.fixtures import fixture, fixture_paths
 
 TTL = 45_000
 EVENT_FILES = [p.stem for p in fixture_paths("evolution") if p.stem.startswith(("webhook-", "websocket-"))
@@ -112,20 +113,20 @@ def test_date_time_is_compared_only_with_itself() -> None:
 
 
 def test_rest_connect_answers() -> None:
-    qr = evolution.connect_answer("my-instance", fixture("evolution", "rest-instance-connect-200-qr"))
+    qr = evolution_api.connect_answer("my-instance", fixture("evolution", "rest-instance-connect-200-qr"))
     assert qr is not None and qr.qr is not None and qr.qr.code.startswith("2@")  # type: ignore[union-attr]
-    pairing = evolution.connect_answer("my-instance", fixture("evolution", "rest-instance-connect-200-pairing-code"))
+    pairing = evolution_api.connect_answer("my-instance", fixture("evolution", "rest-instance-connect-200-pairing-code"))
     assert pairing is not None and pairing.qr.pairing_code == "WZYEH1YY"  # type: ignore[union-attr]
-    assert evolution.connect_answer("my-instance", fixture("evolution", "rest-instance-connect-200-count0")) is None
-    opened = evolution.connect_answer("my-instance", fixture("evolution", "rest-instance-connect-200-already-open"))
+    assert evolution_api.connect_answer("my-instance", fixture("evolution", "rest-instance-connect-200-count0")) is None
+    opened = evolution_api.connect_answer("my-instance", fixture("evolution", "rest-instance-connect-200-already-open"))
     assert opened is not None and opened.state == "open"
 
 
 def test_error_envelopes_become_the_gateways_words() -> None:
-    assert evolution._message(fixture("evolution", "rest-error-404-instance-not-found")) == \
+    assert evolution_api._message(fixture("evolution", "rest-error-404-instance-not-found")) == \
         'The "my-instance" instance does not exist'
-    assert evolution._message(fixture("evolution", "rest-error-401-unauthorized")) == "Unauthorized"
-    assert evolution._message(fixture("evolution", "rest-instance-restart-200-error-when-closed")) is None
+    assert evolution_api._message(fixture("evolution", "rest-error-401-unauthorized")) == "Unauthorized"
+    assert evolution_api._message(fixture("evolution", "rest-instance-restart-200-error-when-closed")) is None
 
 
 def test_webhook_header_fixtures_authenticate() -> None:
@@ -153,5 +154,5 @@ def test_webhook_header_fixtures_authenticate() -> None:
 def test_record_roundtrip() -> None:
     event = evolution.parse(fixture("evolution", "webhook-qrcode-updated"))
     record, _ = apply(None, event, qr_ttl_ms=TTL)  # type: ignore[arg-type]
-    again = Record.loads(record.dumps())
+    again = load_record(dump_record(record))
     assert again == record

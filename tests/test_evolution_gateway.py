@@ -14,9 +14,11 @@ import aiohttp
 import pytest
 import redis
 
-from tests.emulators import EvolutionEmulator
-from tests.support.clients import connected_viewer, evolution_event, post, token
-from tests.support.servers import RedisServer, RelayProcess, RelayServer, running_relay
+from relay.fakes import EvolutionEmulator
+from tests.support.clients import connected_viewer, post, token
+from tests.support.fixtures import evolution_event
+from tests.support.redis import RedisServer
+from tests.support.relay import RelayProcess, RelayServer, running_relay
 
 FAST = {"probe_interval": 0.3, "gateway_timeout": 2.0}
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 import redis
 
-from tests.support.clients import connected_viewer, evolution_event, post, token
-from tests.support.servers import RedisServer, RelayProcess
+from tests.support.clients import connected_viewer, post, token
+from tests.support.fixtures import evolution_event
+from tests.support.redis import RedisServer
+from tests.support.relay import RelayProcess
 
 T1 = "2025-10-21T11:40:40.000Z"
 T2 = "2025-10-21T11:40:41.000Z"
@@ -103,8 +106,10 @@ async def test_old_event_arriving_last_on_another_worker_does_not_win(
         await viewer.close()
 
 
-async def test_workers_2_on_one_port(redis_server: RedisServer) -> None:
-    relay = RelayProcess({"RELAY_REDIS_URL": redis_server.url}, ["--workers", "2"])
+async def test_workers_2_on_one_port(redis_server: RedisServer, tmp_path: Path) -> None:
+    # TMPDIR: where the workers' shared metrics folder goes; it must be gone after the stop.
+    relay = RelayProcess({"RELAY_REDIS_URL": redis_server.url, "TMPDIR": str(tmp_path)},
+                         ["--workers", "2"])
     relay.start()
     viewers = []
     try:
@@ -136,10 +141,12 @@ async def test_workers_2_on_one_port(redis_server: RedisServer) -> None:
         assert 'relay_webhooks_total{event="qrcode.updated",outcome="updated",upstream="evolution"} 4.0' in text
         assert "relay_updates_delivered_total 32.0" in text
         assert "relay_listener_up 1.0" in text
+        assert len(list(tmp_path.glob("relay-metrics-*"))) == 1  # where the workers' values meet
     finally:
         for viewer in viewers:
             await viewer.close()
         relay.stop()
+    assert not list(tmp_path.glob("relay-metrics-*")), "the metrics folder outlived the relay"
 
 
 async def test_redis_killed_mid_stream(two_workers: tuple[RelayProcess, RelayProcess],

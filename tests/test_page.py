@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.clients import evolution_event, post, token
-from tests.support.servers import REPO, RelayServer
+from tests.support.clients import post, token
+from tests.support.fixtures import REPO, evolution_event
+from tests.support.relay import RelayServer
 
 CHROMIUM = os.environ.get("RELAY_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

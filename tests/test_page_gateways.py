@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.emulators import EvolutionEmulator, WPPConnectEmulator
+from relay.fakes import EvolutionEmulator, WPPConnectEmulator
 from tests.support.clients import token
-from tests.support.servers import running_relay
+from tests.support.relay import running_relay
 from tests.test_page import ARTIFACTS, browser, open_page  # noqa: F401  (browser is a fixture)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 
 import aiohttp
 import websockets
 
-from tests.support.clients import connected_viewer, evolution_event, token
-from tests.support.servers import RelayServer
+from tests.support.clients import connected_viewer, token
+from tests.support.fixtures import evolution_event
+from tests.support.rawsio import WS_PATH, handshake
+from tests.support.relay import RelayServer
 
 
 async def stalled_viewer(relay: RelayServer, instance: str) -> websockets.ClientConnection:
@@ -20,13 +21,9 @@ async def stalled_viewer(relay: RelayServer, instance: str) -> websockets.Client
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", relay.port))
-    ws = await websockets.connect(f"ws://127.0.0.1:{relay.port}/socket.io/?EIO=4&transport=websocket",
-                                  sock=sock, max_size=None, compression=None)
-    assert (await ws.recv()).startswith("0")  # engine.io open
-    await ws.send("40" + json.dumps({"token": token(instance)}))
-    assert (await ws.recv()).startswith("40")  # socket.io connect
-    await ws.send("420" + json.dumps(["subscribe", {"instance": instance}]))
-    assert (await ws.recv()).startswith("430")  # the ack
+    ws = await websockets.connect(f"ws://127.0.0.1:{relay.port}{WS_PATH}", sock=sock,
+                                  max_size=None, compression=None)
+    await handshake(ws, token(instance), instance)
     return ws
 
 
@@ -55,7 +52,7 @@ async def test_a_stalled_viewer_is_disconnected(relay: RelayServer) -> None:
         assert relay.rt.metrics.viewers._value.get() == 1  # only the healthy one is left
         # The stalled TCP connection itself was cut: otherwise the server's shutdown (fixture
         # teardown) would wait for it forever.
-        assert relay.rt.hub._transports.keys() == {relay.rt.sio.manager.eio_sid_from_sid(healthy.sio.get_sid(), "/")}
+        assert relay.app.manager.tracked() == {healthy.sio.get_sid()}
     finally:
         await healthy.close()
         with contextlib.suppress(Exception):

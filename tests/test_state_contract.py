@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from relay.config import Settings
-from relay.snapshot import Event, NewQR, unwire
-from relay.state import Broker, StateStore
-from relay.state.memory import MemoryBroker, MemoryState
-from relay.state.redis import open_redis_backend
-from tests.support.servers import RedisServer
+from relay.snapshot import Event, NewQR
+from relay.state import Backend, Broker, Records
+from relay.state.memory import open_memory
+from relay.state.redis import open_redis
+from relay.wire import unwire
+from tests.support.redis import RedisServer
 
 
 class Recorder:
@@ -63,26 +63,27 @@ def opened(instance: str, ts: int) -> Event:
                  clear_qr=True, gateway_ts=ts, dedupe_key=f"{instance}-open-{ts}")
 
 
+def redis_backend(url: str) -> Backend:
+    return open_redis(url, prefix="relay", qr_ttl=45, default_upstream="evolution")
+
+
 @pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[StateStore, Broker, Recorder, Any]]:
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Records, Broker, Recorder, Any]]:
     recorder = Recorder()
     if request.param == "memory":
-        mbroker = MemoryBroker()
-        store: StateStore = MemoryState(mbroker, qr_ttl=45)
-        broker: Broker = mbroker
+        opened = open_memory(qr_ttl=45, default_upstream="evolution")
         redis_server = None
     else:
         redis_server = RedisServer()
         redis_server.start()
-        settings = Settings.from_env({"RELAY_SECRET": "x" * 32, "RELAY_REDIS_URL": redis_server.url})
-        store, broker = await open_redis_backend(settings)
+        opened = redis_backend(redis_server.url)
+    store, broker = opened.records, opened.broker
     recorder.store = store
     await broker.start(recorder)
     try:
         yield store, broker, recorder, redis_server
     finally:
-        await broker.close()
-        await store.close()
+        await opened.close()
         if redis_server is not None:
             redis_server.stop()
 
@@ -144,8 +145,8 @@ async def test_two_redis_workers_apply_atomically(backend: Any) -> None:
     store, broker, rec, redis_server = backend
     if redis_server is None:
         pytest.skip("memory state lives in one process")
-    settings = Settings.from_env({"RELAY_SECRET": "x" * 32, "RELAY_REDIS_URL": redis_server.url})
-    other, other_broker = await open_redis_backend(settings)
+    other_backend = redis_backend(redis_server.url)
+    other = other_backend.records
     try:
         await broker.subscribe("a")
         events = [qr("a", f"c{i}", ts=i) for i in range(1, 41)]
@@ -158,7 +159,7 @@ async def test_two_redis_workers_apply_atomically(backend: Any) -> None:
         assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
         assert seqs[-1] == final["seq"]
     finally:
-        await other.close()
+        await other_backend.close()
 
 
 async def test_restore_after_redis_restarts_empty(backend: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.support.servers import REPO
+from tests.support.fixtures import REPO
 
 
 def test_mypy_is_clean() -> None:

@@ -12,10 +12,12 @@ import pytest
 
 from relay.errors import BadEventError, UpstreamError
 from relay.snapshot import Event, Record, apply
-from relay.upstreams import wppconnect
-from tests.emulators import WPPConnectEmulator
+from relay.wire import dump_record, load_record
+from relay.gateways import wppconnect, wppconnect_api
+from relay.fakes import WPPConnectEmulator
 from tests.support.clients import SioViewer, connected_viewer, post, token
-from tests.support.servers import RelayServer, fixture, fixture_paths, running_relay
+from tests.support.fixtures import fixture, fixture_paths
+from tests.support.relay import RelayServer, running_relay
 
 TTL = 45_000
 S = "mysession"
@@ -167,7 +169,7 @@ def test_socket_qr_merges_with_webhook_qr_either_order() -> None:
 @pytest.mark.parametrize("name", STATUS_SESSION)
 def test_every_status_session_fixture(name: str) -> None:
     body = fixture("wppconnect", name)
-    snap = snap_of(wppconnect.session_state(S, body, cause="resync"))
+    snap = snap_of(wppconnect_api.session_state(S, body, cause="resync"))
     expected = {"CLOSED": "close", "INITIALIZING": "connecting", "QRCODE": "connecting", "CONNECTED": "open"}
     assert snap["state"] == expected[body["status"]]
     if body["status"] == "QRCODE":
@@ -178,36 +180,36 @@ def test_every_status_session_fixture(name: str) -> None:
 
 
 def test_status_values_without_a_fixture() -> None:
-    phone = wppconnect.session_state(S, {"status": "PHONECODE", "qrcode": None}, cause="resync")
+    phone = wppconnect_api.session_state(S, {"status": "PHONECODE", "qrcode": None}, cause="resync")
     assert phone is not None and phone.state == "connecting" and not phone.clear_qr
-    assert wppconnect.session_state(S, {"status": "qrcode"}, cause="resync") is None  # waitQrCode shape
-    assert wppconnect.session_state(S, None, cause="resync") is None
+    assert wppconnect_api.session_state(S, {"status": "qrcode"}, cause="resync") is None  # waitQrCode shape
+    assert wppconnect_api.session_state(S, None, cause="resync") is None
 
 
 def test_start_session_answers() -> None:
     # The answer is the state BEFORE the start (§8.6): CLOSED means "starting now".
-    first = wppconnect.session_state(S, fixture("wppconnect", "rest-start-session-first-call"), cause="connect",
+    first = wppconnect_api.session_state(S, fixture("wppconnect", "rest-start-session-first-call"), cause="connect",
                                      starting=True)
     assert first is not None and first.state == "connecting" and first.qr is None
-    qr = wppconnect.session_state(S, fixture("wppconnect", "rest-status-session-qrcode"), cause="connect",
+    qr = wppconnect_api.session_state(S, fixture("wppconnect", "rest-status-session-qrcode"), cause="connect",
                                   starting=True)
     assert qr is not None and qr.qr is not None and qr.qr.code.startswith("2@")  # type: ignore[union-attr]
-    old = wppconnect.session_state(S, fixture("wppconnect", "rest-status-session-connected-after-qr"),
+    old = wppconnect_api.session_state(S, fixture("wppconnect", "rest-status-session-connected-after-qr"),
                                    cause="connect", starting=True)
     assert old is not None and old.state == "open" and old.qr is None
     # waitQrCode shapes (never requested by the relay) say nothing it would use.
     for name in ("rest-start-session-waitQrCode", "rest-start-session-waitQrCode-phone"):
-        assert wppconnect.session_state(S, fixture("wppconnect", name), cause="connect", starting=True) is None
+        assert wppconnect_api.session_state(S, fixture("wppconnect", name), cause="connect", starting=True) is None
 
 
 def test_error_bodies_in_the_gateways_words() -> None:
-    assert wppconnect._message(fixture("wppconnect", "rest-generate-token-400-bad-secret")) == wppconnect.BAD_SECRET
-    assert wppconnect._message(fixture("wppconnect", "rest-logout-session-404-not-connected")) == \
+    assert wppconnect_api._message(fixture("wppconnect", "rest-generate-token-400-bad-secret")) == wppconnect_api.BAD_SECRET
+    assert wppconnect_api._message(fixture("wppconnect", "rest-logout-session-404-not-connected")) == \
         "A sessão do WhatsApp não está ativa."
-    assert wppconnect._message(fixture("wppconnect", "rest-auth-401-bad-token")) == \
+    assert wppconnect_api._message(fixture("wppconnect", "rest-auth-401-bad-token")) == \
         "Check that the Session and Token are correct"
-    assert wppconnect._message(fixture("wppconnect", "rest-auth-401-no-token")).startswith("Token is not present")  # type: ignore[union-attr]
-    bad = wppconnect.WPPConnectClient._fail(400, fixture("wppconnect", "rest-generate-token-400-bad-secret"))
+    assert wppconnect_api._message(fixture("wppconnect", "rest-auth-401-no-token")).startswith("Token is not present")  # type: ignore[union-attr]
+    bad = wppconnect_api.WPPConnectClient._fail(400, fixture("wppconnect", "rest-generate-token-400-bad-secret"))
     assert bad.code == "gateway_unauthorized" and "RELAY_WPPCONNECT_SECRET_KEY" in bad.detail
     for name in ("rest-check-connection-session-false", "rest-check-connection-session-true",
                  "rest-close-session-200", "rest-logout-session-200", "rest-qrcode-session-not-available",
@@ -234,7 +236,7 @@ def generated(emu: WPPConnectEmulator) -> int:
 
 async def test_client_caches_token_and_regenerates_once_on_401(emu: WPPConnectEmulator,
                                                                 http: aiohttp.ClientSession) -> None:
-    client = wppconnect.WPPConnectClient(http, emu.url, emu.secret_key, 5.0)
+    client = wppconnect_api.WPPConnectClient(http, emu.url, emu.secret_key, 5.0)
     first = await client.status_session(S)
     assert first is not None and first.state == "close"
     await client.status_session(S)
@@ -249,13 +251,13 @@ async def test_client_caches_token_and_regenerates_once_on_401(emu: WPPConnectEm
 
 
 async def test_client_errors(emu: WPPConnectEmulator, http: aiohttp.ClientSession) -> None:
-    wrong = wppconnect.WPPConnectClient(http, emu.url, "not-the-key", 5.0)
+    wrong = wppconnect_api.WPPConnectClient(http, emu.url, "not-the-key", 5.0)
     for call in (wrong.status_session(S), wrong.show_all_sessions()):
         with pytest.raises(UpstreamError) as info:
             await call
         assert info.value.code == "gateway_unauthorized" and "RELAY_WPPCONNECT_SECRET_KEY" in info.value.detail
         assert "not-the-key" not in info.value.detail
-    client = wppconnect.WPPConnectClient(http, emu.url, emu.secret_key, 0.3)
+    client = wppconnect_api.WPPConnectClient(http, emu.url, emu.secret_key, 0.3)
     with pytest.raises(UpstreamError) as info:
         await client.logout_session(S)
     assert (info.value.code, info.value.status) == ("gateway_error", 502)
@@ -430,4 +432,4 @@ def test_record_roundtrip() -> None:
     assert event is not None
     result = apply(None, event, qr_ttl_ms=TTL)
     assert result is not None
-    assert Record.loads(result[0].dumps()) == result[0]
+    assert load_record(dump_record(result[0])) == result[0]

@@ -1,17 +1,16 @@
-"""In-process state and broker: the embedded default (one worker) and the fast test double."""
+"""In-process records, broker and coordination: the embedded default (one worker) and the fast
+test double."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import OrderedDict
 from typing import Any
 
-from ..lease import LocalLease
-from ..snapshot import Event, Record, Snapshot, apply, wire
-from . import BrokerListener
+from ..snapshot import Event, Record, Snapshot, apply
+from ..wire import message
+from .contracts import Backend, BrokerListener
 
-log = logging.getLogger("relay.state")
 DEDUPE_TTL = 30 * 60.0  # Evolution retries for up to ~20 minutes (protocols §2.5).
 DEDUPE_MAX = 100_000
 
@@ -41,7 +40,7 @@ class MemoryBroker:
         self._channels.clear()
 
 
-class MemoryState:
+class MemoryRecords:
     """Latest record per instance in a dict. ``apply`` has no await before its write, so it is
     atomic on the event loop without a lock."""
 
@@ -51,7 +50,6 @@ class MemoryState:
         self.default_upstream = default_upstream
         self._records: dict[str, Record] = {}
         self._seen: OrderedDict[str, float] = OrderedDict()
-        self._status: dict[str, dict[str, Any]] = {}
 
     async def get(self, instance: str) -> Snapshot | None:
         record = self._records.get(instance)
@@ -82,14 +80,40 @@ class MemoryState:
         self._records[event.instance] = record
         if not changed:
             return None
-        await self.broker.publish(event.instance, wire(record.snapshot))
+        await self.broker.publish(event.instance, message(record.snapshot))
         return record.snapshot
+
+    def observe(self, instance: str, message: str) -> None:
+        """Nothing to cache: the dict is the truth."""
+
+    async def restore(self, seen: dict[str, Record]) -> int:
+        return 0  # memory can't lose what it holds without the process going too
 
     async def ping(self) -> bool:
         return True
 
-    async def restore(self, seen: dict[str, Snapshot]) -> int:
-        return 0  # memory can't lose what it holds without the process going too
+    def clear(self) -> None:
+        self._records.clear()
+
+
+class LocalLease:
+    """One process: always the holder."""
+
+    ttl = 5.0
+
+    async def acquire(self) -> bool:
+        return True
+
+    async def renew(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        return None
+
+
+class MemoryCoordination:
+    def __init__(self) -> None:
+        self._status: dict[str, dict[str, Any]] = {}
 
     async def swap_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         previous, self._status[name] = self._status.get(name), status
@@ -101,5 +125,13 @@ class MemoryState:
     def lease(self, name: str) -> LocalLease:
         return LocalLease()
 
-    async def close(self) -> None:
-        self._records.clear()
+
+def open_memory(*, qr_ttl: float, default_upstream: str) -> Backend:
+    broker = MemoryBroker()
+    records = MemoryRecords(broker, qr_ttl=qr_ttl, default_upstream=default_upstream)
+
+    async def close() -> None:
+        await broker.close()
+        records.clear()
+
+    return Backend(records=records, coordination=MemoryCoordination(), broker=broker, close=close)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 from typing import Any
 
 import aiohttp
@@ -11,7 +10,7 @@ import socketio
 
 from relay.auth import mint_token
 
-from .servers import SECRET, fixture
+from .relay import SECRET
 
 
 def token(*instances: str, ttl: int = 3600, secret: str = SECRET) -> str:
@@ -76,18 +75,3 @@ async def post(url: str, body: Any, *, headers: dict[str, str] | None = None,
                 return resp.status, await resp.json(content_type=None)
             except ValueError:
                 return resp.status, await resp.text()
-
-
-def evolution_event(name: str, *, instance: str = "my-instance", date_time: str | None = None,
-                    code: str | None = None) -> dict[str, Any]:
-    """A webhook fixture, with the instance / time / QR code changed where asked."""
-    body = copy.deepcopy(fixture("evolution", name))
-    body["instance"] = instance
-    if isinstance(body.get("data"), dict) and "instance" in body["data"]:
-        body["data"]["instance"] = instance
-    if date_time is not None:
-        body["date_time"] = date_time
-    if code is not None:
-        body["data"]["qrcode"]["code"] = code
-        body["data"]["qrcode"]["instance"] = instance
-    return body

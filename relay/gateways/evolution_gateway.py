@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import aiohttp
 
 from ..errors import BadEventError, UpstreamError
-from ..gateway import Gateway
+from ..metrics import Metrics
+from ..snapshot import Event
+from ..state import Coordination
 from . import evolution
-
-if TYPE_CHECKING:
-    from ..app import Runtime
+from .base import Gateway, Sink
+from .evolution_api import EvolutionClient
+from .follow import follow_socket
 
 log = logging.getLogger("relay.evolution")
 EVENTS = ("qrcode.updated", "connection.update", "logout.instance", "remove.instance")
@@ -27,18 +31,17 @@ EVENTS = ("qrcode.updated", "connection.update", "logout.instance", "remove.inst
 class EvolutionGateway(Gateway):
     name = "evolution"
 
-    def __init__(self, rt: "Runtime"):
-        super().__init__(rt)
-        s = rt.settings
-        assert s.evolution_url and s.evolution_apikey and rt.http is not None
-        self.url = s.evolution_url
-        self.apikey = s.evolution_apikey
-        self.mode = s.evolution_socket
-        self.client = evolution.EvolutionClient(rt.http, s.evolution_url, s.evolution_apikey,
-                                                s.gateway_timeout)
+    def __init__(self, sink: Sink, coordination: Coordination, metrics: Metrics,
+                 http: aiohttp.ClientSession, *, url: str, apikey: str, mode: str, timeout: float,
+                 probe_interval: float):
+        super().__init__(sink, coordination, metrics, probe_interval=probe_interval)
+        self.url = url
+        self.apikey = apikey
+        self.mode = mode
+        self.client = EvolutionClient(http, url, apikey, timeout)
         self.gateway_instances: set[str] = set()
 
-    async def request_qr(self, instance: str) -> list[evolution.Event]:
+    async def request_qr(self, instance: str) -> list[Event]:
         event = await self.client.connect(instance)
         return [event] if event is not None else []
 
@@ -50,7 +53,7 @@ class EvolutionGateway(Gateway):
         # `instances` mode.
         self.gateway_instances = set(await self.client.fetch_instances())
 
-    async def read_state(self, instance: str) -> list[evolution.Event]:
+    async def read_state(self, instance: str) -> list[Event]:
         """connectionState, plus the current QR while connecting, as ONE event (one read)."""
         try:
             state = await self.client.connection_state(instance)
@@ -78,7 +81,7 @@ class EvolutionGateway(Gateway):
 
     async def follow_instances(self) -> None:
         """One namespace follower per instance: from fetchInstances, the store, and connects."""
-        followers: dict[str, asyncio.Task[None]] = {}
+        followers: dict[str, asyncio.Task[None]] = {}  # owned here: cancelled on the way out
         try:
             while True:
                 wanted = self.gateway_instances | set(await self.known()) | self.extra_instances
@@ -86,14 +89,14 @@ class EvolutionGateway(Gateway):
                     if "/" in name or "?" in name:
                         log.warning("cannot follow an instance whose name has '/' or '?'")
                         continue
-                    followers[name] = asyncio.ensure_future(self.follow_namespace(f"/{name}"))
-                    followers[name].set_name(f"evolution-ns-{len(followers)}")
+                    followers[name] = asyncio.create_task(self.follow_namespace(f"/{name}"),
+                                                          name=f"evolution-ns-{len(followers)}")
                 for name, task in list(followers.items()):
                     if task.done():  # crashed (it never returns otherwise): log and restart
                         if not task.cancelled() and task.exception() is not None:
                             log.error("follower of one namespace crashed", exc_info=task.exception())
                         del followers[name]
-                await asyncio.sleep(self.rt.settings.probe_interval / 2)
+                await asyncio.sleep(self.probe_interval / 2)
         finally:
             for task in followers.values():
                 task.cancel()
@@ -109,9 +112,9 @@ class EvolutionGateway(Gateway):
 
     async def follow_namespace(self, namespace: str) -> None:
         """Keep one namespace (``/`` in global mode) connected; resync after each connect."""
-        await self.follow_socket(
-            self.url, namespace, {name: self.on_event for name in EVENTS},
-            headers={"apikey": self.apikey},
+        await follow_socket(
+            self.name, self.url, namespace, {name: self.on_event for name in EVENTS},
+            headers={"apikey": self.apikey}, on_trouble=self.poke,
             on_connect=lambda: self.resync_all(None if namespace == "/" else [namespace[1:]]),
             # Evolution answered: the instance just hasn't emitted since it started (§3.4).
             expected_refusal="Invalid namespace")

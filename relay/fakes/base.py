@@ -205,7 +205,7 @@ class GatewayEmulator:
     # ----- background work -------------------------------------------------------------------
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run an owned background task (cancelled on ``stop``)."""
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)  # a coroutine or a future
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -218,7 +218,7 @@ class GatewayEmulator:
         """Fire-and-forget POST (like an un-awaited axios call); see ``drain``."""
         if not self.running:
             return
-        task = asyncio.ensure_future(self._deliver(url, headers, body))
+        task = asyncio.create_task(self._deliver(url, headers, body))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

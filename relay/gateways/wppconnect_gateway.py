@@ -12,15 +12,18 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import aiohttp
 
 from ..errors import BadEventError
-from ..gateway import Gateway
+from ..metrics import Metrics
 from ..snapshot import Event, now_ms
+from ..state import Coordination
 from . import wppconnect
-
-if TYPE_CHECKING:
-    from ..app import Runtime
+from .base import Gateway, Sink
+from .follow import follow_socket
+from .wppconnect_api import WPPConnectClient
 
 log = logging.getLogger("relay.wppconnect")
 
@@ -31,13 +34,12 @@ class WPPConnectGateway(Gateway):
 
     name = "wppconnect"
 
-    def __init__(self, rt: "Runtime"):
-        super().__init__(rt)
-        s = rt.settings
-        assert s.wppconnect_url and s.wppconnect_secret_key and rt.http is not None
-        self.url = s.wppconnect_url
-        self.client = wppconnect.WPPConnectClient(rt.http, s.wppconnect_url, s.wppconnect_secret_key,
-                                                  s.gateway_timeout)
+    def __init__(self, sink: Sink, coordination: Coordination, metrics: Metrics,
+                 http: aiohttp.ClientSession, *, url: str, secret_key: str, timeout: float,
+                 probe_interval: float):
+        super().__init__(sink, coordination, metrics, probe_interval=probe_interval)
+        self.url = url
+        self.client = WPPConnectClient(http, url, secret_key, timeout)
         # Set while this worker follows the socket (connected and resynced); for tests and logs.
         self.socket_connected = asyncio.Event()
 
@@ -78,7 +80,7 @@ class WPPConnectGateway(Gateway):
             if event_name == "qrCode":
                 # After a close-session the QR comes without its session (§8.2): status-session
                 # of each session we serve tells whose it is.
-                self.rt.tasks.spawn("resync-wppconnect", self._resync_named())
+                self.sink.spawn("resync-wppconnect", self._resync_named())
             return
         await self.store_streamed(event)
 
@@ -97,6 +99,6 @@ class WPPConnectGateway(Gateway):
             await self.resync_all(await self.names())
             self.socket_connected.set()
 
-        await self.follow_socket(
-            self.url, "/", {name: self._handler(name) for name in wppconnect.SOCKET_EVENTS},
-            on_connect=connected, on_close=self.socket_connected.clear)
+        await follow_socket(
+            self.name, self.url, "/", {name: self._handler(name) for name in wppconnect.SOCKET_EVENTS},
+            on_connect=connected, on_trouble=self.poke, on_close=self.socket_connected.clear)

@@ -1,0 +1,220 @@
+"""The relay's core: the one object between the edges and the contracts.
+
+Routes, webhooks, the Socket.IO handlers and the gateway followers call it; it never imports
+them (centrifuge's ``Node``, uvicorn's ``Server``). It owns the records, the broker, the local
+hub, the gateways' shared reachability and the background tasks, and offers what the edges need:
+ingest an event, read a snapshot, watch and unwatch an instance, ask a gateway for a QR.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Protocol
+
+from .errors import RelayError, StoreUnavailable
+from .hub import Delivery, Hub, SSEViewer
+from .metrics import Metrics
+from .snapshot import Event, Record, Snapshot, blank, live
+from .state import Backend
+from .tasks import Tasks
+from .wire import encode, loads, message
+
+log = logging.getLogger("relay")
+
+
+class Gateway(Protocol):
+    """What the core needs of a gateway (:class:`relay.gateways.base.Gateway`)."""
+
+    name: str
+
+    async def connect(self, instance: str) -> None: ...
+
+    async def logout(self, instance: str) -> None: ...
+
+    async def resync_all(self, instances: list[str] | None = None) -> None: ...
+
+    def start(self) -> None: ...
+
+
+class NoGateway(RelayError):
+    code = "no_gateway"
+    status = 501
+
+
+class Relay:
+    """Store, broker, hub, gateway status and tasks of one worker, and the operations on them."""
+
+    def __init__(self, backend: Backend, delivery: Delivery, metrics: Metrics, *,
+                 default_upstream: str):
+        self.records = backend.records
+        self.coordination = backend.coordination
+        self.broker = backend.broker
+        self.metrics = metrics
+        self.default_upstream = default_upstream
+        self.hub = Hub(backend.broker, delivery, metrics)
+        self.tasks = Tasks()
+        self.gateways: dict[str, Gateway] = {}
+        self.started = False
+        # This worker's view of each gateway's reachability (the shared one is in coordination).
+        self.reachable: dict[str, tuple[bool, str | None]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.broker.start(self)
+        self.metrics.listener_up.set(1 if self.broker.healthy else 0)
+        self.tasks.spawn("loop-lag", self.metrics.watch_loop_lag())
+        for gateway in self.gateways.values():
+            gateway.start()
+        self.started = True
+
+    async def close(self) -> None:
+        self.started = False
+        await self.tasks.close()
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a background job owned by this worker (cancelled with it)."""
+        self.tasks.spawn(name, coro)
+
+    # -- what the edges call -----------------------------------------------------------------
+    async def ingest(self, event: Event) -> bool:
+        """Store one gateway event (and publish it). True when viewers got an update."""
+        return await self.records.apply(event) is not None
+
+    async def snapshot(self, instance: str) -> Snapshot:
+        """The snapshot to show now: stored or blank, never with an expired QR."""
+        try:
+            stored = await self.records.get(instance)
+        except RelayError:
+            raise
+        except Exception as exc:  # a store outage must reach the caller as a clear 503
+            self.metrics.store_errors.inc()
+            raise StoreUnavailable(f"state store unavailable: {exc.__class__.__name__}") from exc
+        snap = live(stored) if stored is not None else blank(instance, self.default_upstream)
+        return self.hub.overlay(snap)
+
+    async def watch(self, instance: str) -> None:
+        """One more local viewer of ``instance`` (read the snapshot after this, not before)."""
+        await self.hub.watch(instance)
+
+    async def unwatch(self, instance: str) -> None:
+        await self.hub.unwatch(instance)
+
+    async def sse(self, instance: str, keepalive: float) -> AsyncIterator[tuple[int, str] | None]:
+        """(seq, snapshot JSON) for one SSE stream, the current snapshot first; None every
+        ``keepalive`` seconds of silence (so proxies keep the stream open)."""
+        viewer = SSEViewer()
+        self.hub.add_sse(instance, viewer)
+        self.metrics.viewers.inc()
+        try:
+            await self.hub.watch(instance)
+            first = await self.snapshot(instance)
+            viewer.offer(first["seq"], encode(first))
+            async for item in viewer.updates(keepalive):
+                yield item
+        finally:
+            self.hub.remove_sse(instance, viewer)
+            self.metrics.viewers.dec()
+            await self.hub.unwatch(instance)
+
+    async def gateway_for(self, instance: str) -> Gateway:
+        """The gateway serving an instance: the one its snapshot names, else the first configured."""
+        if not self.gateways:
+            raise NoGateway("the relay has no gateway to ask: set RELAY_EVOLUTION_URL "
+                            "(and RELAY_EVOLUTION_APIKEY) or RELAY_WPPCONNECT_URL")
+        snap = await self.records.get(instance)
+        if snap is not None and snap["upstream"]["name"] in self.gateways:
+            return self.gateways[snap["upstream"]["name"]]
+        return next(iter(self.gateways.values()))
+
+    async def connect(self, instance: str) -> Snapshot:
+        """Ask the instance's gateway for a (new) QR; the QR itself comes as an update."""
+        gateway = await self.gateway_for(instance)
+        await gateway.connect(instance)
+        return await self.snapshot(instance)
+
+    async def logout(self, instance: str) -> Snapshot:
+        gateway = await self.gateway_for(instance)
+        await gateway.logout(instance)
+        return await self.snapshot(instance)
+
+    async def readiness(self) -> dict[str, Any]:
+        """Ready when the store answers and the channel listener is up; gateways are reported
+        (not required: a relay whose gateway is down must stay in the balancer to say so)."""
+        checks: dict[str, Any] = {"started": self.started}
+        try:
+            checks["store"] = bool(self.started and await self.records.ping())
+        except Exception:
+            checks["store"] = False
+        checks["listener"] = bool(self.started and self.broker.healthy)
+        gateways = []
+        for name in self.gateways:
+            ok, detail = self.reachable.get(name, (True, None))
+            try:
+                status = await self.coordination.status(name)
+            except Exception:
+                status = None
+            gateways.append({"name": name, **(status or {"ok": ok, "detail": detail})})
+        checks["gateways"] = gateways
+        return {"ok": bool(checks["store"] and checks["listener"]), "checks": checks}
+
+    # -- the broker reports here ---------------------------------------------------------------
+    async def deliver(self, instance: str, message: str) -> None:
+        self.records.observe(instance, message)
+        await self.hub.deliver(instance, message)
+
+    async def resume(self, instances: list[str]) -> None:
+        """After a gap in the channel (listener reconnected): put back what Redis may have lost,
+        then push fresh snapshots to local viewers."""
+        self.hub.recover()
+        seen = {i: Record(snapshot=loads(p)) for i, (_, p) in self.hub.last.items()}
+        try:
+            await self.records.restore(seen)
+        except Exception as exc:
+            log.warning("could not restore state after the gap: %s", exc.__class__.__name__)
+        for instance in instances:
+            if self.hub.watched(instance):
+                try:
+                    snap = await self.snapshot(instance)
+                except RelayError as exc:
+                    log.warning("resync of one instance failed: %s", exc.detail)
+                    continue
+                await self.hub.deliver(instance, message(snap), fresh=False)
+
+    async def degrade(self, detail: str) -> None:
+        await self.hub.degrade(detail)
+
+    # -- the gateways report here ----------------------------------------------------------------
+    async def instances_of(self, upstream: str) -> list[str]:
+        """Instances a gateway serves, as far as the store knows."""
+        names = []
+        for instance in await self.records.instances():
+            snap = await self.records.get(instance)
+            if snap is not None and snap["upstream"]["name"] == upstream:
+                names.append(instance)
+        return names
+
+    async def report_reachability(self, upstream: str, ok: bool, detail: str | None, *,
+                                  also: str | None = None) -> None:
+        """Record a gateway's reachability; on a change, tell every instance's viewers (and
+        resync on recovery)."""
+        self.reachable[upstream] = (ok, detail)
+        self.metrics.upstream_up.labels(upstream).set(1 if ok else 0)
+        previous = await self.coordination.swap_status(upstream, {"ok": ok, "detail": detail})
+        changed = previous is None or previous.get("ok") != ok or previous.get("detail") != detail
+        targets = set(await self.instances_of(upstream)) if changed else set()
+        if also is not None:
+            targets.add(also)
+        if changed and previous is not None:
+            if ok:
+                log.info("%s is reachable again", upstream)
+            else:
+                log.error("%s is unreachable: %s", upstream, detail)
+        for instance in sorted(targets):
+            await self.ingest(Event(upstream=upstream, instance=instance, cause="upstream",
+                                    upstream_ok=ok, upstream_detail=detail))
+        gateway = self.gateways.get(upstream)
+        if ok and changed and gateway is not None:
+            # Owned by the worker, not awaited here: a recovery seen by a user's request must
+            # not make that request wait for a resync of every instance.
+            self.spawn(f"resync-{upstream}", gateway.resync_all())

@@ -1,0 +1,154 @@
+"""A gateway the relay drives and follows: REST control, reachability, resync, event stream.
+
+Any worker may call the gateway's REST API (``connect``/``logout`` from the routes). One worker,
+the holder of the gateway's lease, follows it: it probes reachability, keeps the gateway's
+Socket.IO stream when configured, and resyncs over REST after every (re)connect, because missed
+events are never replayed. Everything a gateway learns goes to a narrow :class:`Sink` (the core):
+events, and reachability, which the core shares between workers and shows to viewers.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from ..errors import UpstreamError
+from ..lease import run_while_holding
+from ..metrics import Metrics
+from ..snapshot import Event, now_ms
+from ..state import Coordination
+
+log = logging.getLogger("relay.gateway")
+
+
+class Sink(Protocol):
+    """What a gateway may tell the relay (implemented by :class:`relay.core.Relay`)."""
+
+    async def ingest(self, event: Event) -> bool: ...
+
+    async def instances_of(self, upstream: str) -> list[str]: ...
+
+    async def report_reachability(self, upstream: str, ok: bool, detail: str | None, *,
+                                  also: str | None = None) -> None: ...
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None: ...
+
+
+class Gateway(abc.ABC):
+    """One gateway. Subclasses supply the REST calls and, optionally, an event stream."""
+
+    name: str = ""
+
+    def __init__(self, sink: Sink, coordination: Coordination, metrics: Metrics, *,
+                 probe_interval: float):
+        self.sink = sink
+        self.coordination = coordination
+        self.metrics = metrics
+        self.probe_interval = probe_interval
+        self._wake = asyncio.Event()
+        self.extra_instances: set[str] = set()  # names seen by this worker (connect calls)
+
+    # -- what a gateway must provide ----------------------------------------------------------
+    @abc.abstractmethod
+    async def request_qr(self, instance: str) -> list[Event]:
+        """Ask for a (new) QR; return what the answer already tells (may be nothing)."""
+
+    @abc.abstractmethod
+    async def request_logout(self, instance: str) -> None: ...
+
+    @abc.abstractmethod
+    async def probe(self) -> None:
+        """Raise :class:`UpstreamError` unless the gateway answers with our credentials."""
+
+    @abc.abstractmethod
+    async def read_state(self, instance: str) -> list[Event]:
+        """The instance's current state, read over REST (for resync). Return one event per
+        independent read: each is dropped if the instance changed after the resync began."""
+
+    async def stream(self) -> None:
+        """Follow the gateway's event stream until cancelled (default: no stream)."""
+        await asyncio.Event().wait()
+
+    async def store_streamed(self, event: Event | None) -> None:
+        """Store one event that came over the gateway's socket (never raises into the socket)."""
+        if event is None:
+            return
+        try:
+            await self.sink.ingest(event)
+        except Exception as exc:  # e.g. Redis down; the resync after the next gap repairs it
+            log.error("could not store a %s socket event: %s", self.name, exc.__class__.__name__)
+            return
+        self.metrics.webhooks.labels(self.name, event.cause, "socket").inc()
+
+    # -- used by the routes (any worker) --------------------------------------------------------
+    async def connect(self, instance: str) -> None:
+        """Ask the gateway for a QR. Failures become 502/504 and are shown to viewers."""
+        self.extra_instances.add(instance)
+        try:
+            events = await self.request_qr(instance)
+        except UpstreamError as exc:
+            if exc.code != "instance_not_found":
+                await self.sink.report_reachability(self.name, False, exc.detail, also=instance)
+            raise
+        await self.sink.report_reachability(self.name, True, None)
+        for event in events:
+            await self.sink.ingest(event)
+
+    async def logout(self, instance: str) -> None:
+        try:
+            await self.request_logout(instance)
+        except UpstreamError as exc:
+            if exc.code in ("gateway_unreachable", "gateway_timeout", "gateway_unauthorized"):
+                await self.sink.report_reachability(self.name, False, exc.detail, also=instance)
+            raise
+        await self.sink.report_reachability(self.name, True, None)
+
+    async def known(self) -> list[str]:
+        """Instances this gateway serves, as far as the store knows."""
+        return await self.sink.instances_of(self.name)
+
+    # -- resync --------------------------------------------------------------------------------
+    async def resync(self, instance: str) -> None:
+        read_at = now_ms()
+        for event in await self.read_state(instance):
+            await self.sink.ingest(dataclasses.replace(event, read_at_ms=read_at))
+
+    async def resync_all(self, instances: list[str] | None = None) -> None:
+        for instance in instances if instances is not None else await self.known():
+            try:
+                await self.resync(instance)
+            except UpstreamError as exc:
+                log.warning("resync of %s stopped: %s", self.name, exc.detail)
+                self.poke()
+                return
+
+    # -- the lease holder's work -----------------------------------------------------------------
+    def poke(self) -> None:
+        """Probe now (e.g. the stream dropped)."""
+        self._wake.set()
+
+    async def monitor(self) -> None:
+        while True:
+            try:
+                await self.probe()
+                await self.sink.report_reachability(self.name, True, None)
+            except UpstreamError as exc:
+                await self.sink.report_reachability(self.name, False, exc.detail)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.probe_interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def follow(self) -> None:
+        """What the lease holder runs: the monitor and the stream, together."""
+        await asyncio.gather(self.monitor(), self.stream())
+
+    def start(self) -> None:
+        """Follow the gateway from whichever worker holds its lease (from now until shutdown)."""
+        self.sink.spawn(f"follow-{self.name}", run_while_holding(
+            self.coordination.lease(self.name), f"follow-{self.name}", self.follow))

@@ -1,0 +1,154 @@
+"""Local fan-out: from an instance's channel to this worker's viewers (Socket.IO and SSE).
+
+One subscription per instance per process, counted: subscribe on the first local viewer,
+unsubscribe on the last (broadcaster / centrifuge hub). An update is never decoded here: its JSON
+is wrapped once into one Socket.IO packet that goes to every viewer of the instance.
+Queues are bounded: an SSE stream only ever holds the newest snapshot (a latest-state channel
+needs nothing older); Socket.IO viewers that fall behind are the delivery adapter's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from .metrics import Metrics
+from .snapshot import Snapshot, now_ms
+from .state import Broker
+from .wire import encode, frame, loads, socketio_update, unwire
+
+log = logging.getLogger("relay.hub")
+
+
+class Delivery(Protocol):
+    """Where Socket.IO viewers are reached (:class:`relay.internals.RelayManager`)."""
+
+    async def send_update(self, room: str, packet: str) -> int:
+        """Send one Socket.IO packet to every viewer in ``room``; returns how many."""
+
+
+class SSEViewer:
+    """One SSE stream: a single slot holding the newest snapshot not yet written."""
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, str] | None = None
+        self.last_seq = -1
+        self.wakeup = asyncio.Event()
+
+    def offer(self, seq: int, payload: str) -> None:
+        if seq >= self.last_seq and (self.pending is None or seq >= self.pending[0]):
+            self.pending = (seq, payload)
+            self.wakeup.set()
+
+    async def updates(self, keepalive: float) -> AsyncIterator[tuple[int, str] | None]:
+        """(seq, snapshot JSON) as they come; None every ``keepalive`` seconds of silence."""
+        while True:
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), keepalive)
+            except asyncio.TimeoutError:
+                yield None
+                continue
+            self.wakeup.clear()
+            if self.pending is None:
+                continue
+            seq, payload = self.pending
+            self.pending = None
+            self.last_seq = seq
+            yield seq, payload
+
+
+class Hub:
+    """Who watches what on this worker, and how updates reach them."""
+
+    def __init__(self, broker: Broker, delivery: Delivery, metrics: Metrics):
+        self.broker = broker
+        self.delivery = delivery
+        self.metrics = metrics
+        self._counts: dict[str, int] = defaultdict(int)
+        self._subscribing: dict[str, asyncio.Task[None]] = {}
+        self._sse: dict[str, set[SSEViewer]] = defaultdict(set)
+        # The last snapshot delivered per watched instance, (seq, JSON): what viewers are told
+        # "is paused" when the store can't be read, and what is put back if Redis lost it.
+        self.last: dict[str, tuple[int, str]] = {}
+        # Set while the relay cannot serve fresh state (e.g. Redis down); shown to viewers.
+        self.degraded: str | None = None
+
+    # -- viewers ---------------------------------------------------------------------------
+    async def watch(self, instance: str) -> None:
+        """One more local viewer of ``instance``; subscribed to its channel on the first, and
+        before the caller reads the snapshot, so no update can fall in between."""
+        self._counts[instance] += 1
+        pending = self._subscribing.get(instance)
+        if pending is None:
+            pending = asyncio.create_task(self.broker.subscribe(instance), name="subscribe")
+            self._subscribing[instance] = pending
+            self.metrics.subscribed.set(len(self._subscribing))
+        # Shielded: a viewer that leaves mid-subscribe must not cancel it for the others.
+        await asyncio.shield(pending)
+
+    async def unwatch(self, instance: str) -> None:
+        self._counts[instance] -= 1
+        if self._counts[instance] > 0:
+            return
+        del self._counts[instance]
+        self.last.pop(instance, None)
+        self._subscribing.pop(instance, None)
+        self.metrics.subscribed.set(len(self._subscribing))
+        await self.broker.unsubscribe(instance)
+
+    def watched(self, instance: str) -> bool:
+        return bool(self._counts.get(instance))
+
+    def add_sse(self, instance: str, viewer: SSEViewer) -> None:
+        self._sse[instance].add(viewer)
+
+    def remove_sse(self, instance: str, viewer: SSEViewer) -> None:
+        self._sse[instance].discard(viewer)
+        if not self._sse[instance]:
+            del self._sse[instance]
+
+    # -- delivery ----------------------------------------------------------------------------
+    def overlay(self, snap: Snapshot) -> Snapshot:
+        """The snapshot as viewers must see it now (marked paused while degraded)."""
+        if self.degraded is None:
+            return snap
+        copy = dict(snap)
+        copy["upstream"] = {"name": snap["upstream"]["name"], "ok": False, "detail": self.degraded}
+        return copy  # type: ignore[return-value]
+
+    async def deliver(self, instance: str, message: str, *, fresh: bool = True) -> None:
+        """A message from the instance's channel (``fresh``) or a re-sent snapshot, in
+        :func:`~relay.wire.message` format: hand it to every local viewer, undecoded."""
+        try:
+            seq, updated, _, _, _, payload = unwire(message)
+        except ValueError:
+            log.error("dropped a malformed message on the channel of one instance")
+            return
+        last = self.last.get(instance)
+        if last is not None and seq < last[0]:
+            return  # a resync read raced a newer update: never show older state
+        if instance in self._counts:
+            self.last[instance] = (seq, payload)
+        if fresh and updated:
+            self.metrics.lag.observe(max(0.0, (now_ms() - updated) / 1000))
+        if self.degraded is not None:
+            payload = encode(self.overlay(loads(payload)))
+        sse = self._sse.get(instance, ())
+        for viewer in sse:
+            viewer.offer(seq, payload)
+        count = await self.delivery.send_update(instance, socketio_update(payload))
+        self.metrics.delivered.inc(count + len(sse))
+
+    async def degrade(self, detail: str) -> None:
+        """The channel listener is down: tell every local viewer, from the last known state."""
+        self.degraded = detail
+        self.metrics.listener_up.set(0)
+        for instance, (seq, payload) in list(self.last.items()):
+            await self.deliver(instance, frame(seq, 0, payload), fresh=False)
+
+    def recover(self) -> None:
+        self.degraded = None
+        self.metrics.listener_up.set(1)
