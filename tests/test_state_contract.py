@@ -182,3 +182,21 @@ async def test_restore_after_redis_restarts_empty(backend: Any) -> None:
     assert await store.get("a") == snap  # nothing accepted was lost
     assert await store.apply(qr("a", "c2", ts=2)) is not None  # the gateway's retry now lands
     assert (await rec.next())[1]["qr"]["code"] == "c2"
+
+
+async def test_claims_are_won_once_per_ttl(backend: Any) -> None:
+    _, _, _, redis_server = backend
+    if redis_server is None:
+        workers = [open_memory(qr_ttl=45, default_upstream="evolution")]
+    else:  # two workers on the same Redis
+        workers = [redis_backend(redis_server.url), redis_backend(redis_server.url)]
+    try:
+        coordination = [w.coordination for w in workers]
+        wins = await asyncio.gather(*(c.claim("stall:a:1", 0.3) for c in coordination * 3))
+        assert sum(wins) == 1
+        assert await coordination[0].claim("stall:a:2", 0.3) is True  # another name, another claim
+        await asyncio.sleep(0.4)
+        assert await coordination[-1].claim("stall:a:1", 0.3) is True  # expired: claimable again
+    finally:
+        for worker in workers:
+            await worker.close()

@@ -91,6 +91,10 @@ class Coordination(Protocol):
     def lease(self, name: str) -> Lease:
         """The lease that elects one worker to follow gateway ``name``."""
 
+    async def claim(self, name: str, ttl: float) -> bool:
+        """True for the first caller (of any worker) to claim ``name`` within ``ttl`` seconds:
+        e.g. one log line and one gateway call per stalled instance, not one per worker."""
+
 
 @dataclass
 class Backend:

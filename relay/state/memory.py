@@ -114,6 +114,7 @@ class LocalLease:
 class MemoryCoordination:
     def __init__(self) -> None:
         self._status: dict[str, dict[str, Any]] = {}
+        self._claims: dict[str, float] = {}
 
     async def swap_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         previous, self._status[name] = self._status.get(name), status
@@ -124,6 +125,15 @@ class MemoryCoordination:
 
     def lease(self, name: str) -> LocalLease:
         return LocalLease()
+
+    async def claim(self, name: str, ttl: float) -> bool:
+        now = time.monotonic()
+        if len(self._claims) > DEDUPE_MAX:  # forget expired claims now and then
+            self._claims = {k: t for k, t in self._claims.items() if t > now}
+        if self._claims.get(name, 0.0) > now:
+            return False
+        self._claims[name] = now + ttl
+        return True
 
 
 def open_memory(*, qr_ttl: float, default_upstream: str) -> Backend:

@@ -55,6 +55,9 @@ class Keys:
     def lease(self, name: str) -> str:
         return f"{self.prefix}:lease:{name}"
 
+    def claim(self, name: str) -> str:
+        return f"{self.prefix}:claim:{name}"
+
     @property
     def heartbeat(self) -> str:
         return f"{self.prefix}:hb"

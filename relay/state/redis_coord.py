@@ -56,3 +56,7 @@ class RedisCoordination:
 
     def lease(self, name: str) -> RedisLease:
         return RedisLease(self.client, self.keys.lease(name))
+
+    async def claim(self, name: str, ttl: float) -> bool:
+        return bool(await self.client.set(self.keys.claim(name), "1", nx=True,
+                                          px=max(1, int(ttl * 1000))))
