@@ -83,7 +83,7 @@ class RelayApp:
                 stack.push_async_callback(backend.close)
             else:
                 backend = await stack.enter_async_context(open_backend(
-                    s.redis_url, prefix=s.key_prefix, qr_ttl=s.qr_ttl,
+                    s.redis_url, prefix=s.key_prefix, qr_ttl=s.qr_ttl, qr_wait=s.qr_wait,
                     default_upstream=s.upstream_name))
             http = await stack.enter_async_context(aiohttp.ClientSession())
             core = Relay(backend, self.manager, self.metrics, default_upstream=s.upstream_name)

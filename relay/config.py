@@ -40,6 +40,7 @@ class Settings:
     wppconnect_secret_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
     qr_ttl: float = 45.0
+    qr_wait: float = 30.0
     key_prefix: str = "relay"
     log_level: str = "info"
     web_dir: Path = DEFAULT_WEB_DIR
@@ -77,6 +78,7 @@ class Settings:
             "wppconnect_secret_key": r.opt("RELAY_WPPCONNECT_SECRET_KEY"),
             "allowed_origins": r.items("RELAY_ALLOWED_ORIGINS"),
             "qr_ttl": r.number("RELAY_QR_TTL", 45.0, lo=1.0, hi=3600.0),
+            "qr_wait": r.number("RELAY_QR_WAIT", 30.0, lo=0.1, hi=3600.0),
             "key_prefix": r.text("RELAY_KEY_PREFIX", "relay"),
             "log_level": r.choice("RELAY_LOG_LEVEL", LOG_LEVELS, "info"),
             "web_dir": Path(r.text("RELAY_WEB_DIR", str(DEFAULT_WEB_DIR))),

@@ -15,10 +15,11 @@ from typing import Any, Protocol
 from .errors import RelayError, StoreUnavailable
 from .hub import Delivery, Hub, SSEViewer
 from .metrics import Metrics
-from .snapshot import Event, Record, Snapshot, blank, live
+from .snapshot import Event, Record, Snapshot, blank, live, now_ms
 from .state import Backend
 from .tasks import Tasks
-from .wire import encode, loads, message
+from .watchdog import Watchdog
+from .wire import encode, frame, loads, unwire
 
 log = logging.getLogger("relay")
 
@@ -33,6 +34,9 @@ class Gateway(Protocol):
     async def logout(self, instance: str) -> None: ...
 
     async def resync_all(self, instances: list[str] | None = None) -> None: ...
+
+    async def describe(self, instance: str) -> str:
+        """What the gateway's REST API says of the instance, for a log line."""
 
     def start(self) -> None: ...
 
@@ -58,6 +62,7 @@ class Relay:
         self.started = False
         # This worker's view of each gateway's reachability (the shared one is in coordination).
         self.reachable: dict[str, tuple[bool, str | None]] = {}
+        self.watchdog = Watchdog(lambda instance: self.spawn("watchdog", self.stall(instance)))
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -70,6 +75,7 @@ class Relay:
 
     async def close(self) -> None:
         self.started = False
+        self.watchdog.close()
         await self.tasks.close()
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
@@ -90,8 +96,11 @@ class Relay:
         except Exception as exc:  # a store outage must reach the caller as a clear 503
             self.metrics.store_errors.inc()
             raise StoreUnavailable(f"state store unavailable: {exc.__class__.__name__}") from exc
-        snap = live(stored) if stored is not None else blank(instance, self.default_upstream)
-        return self.hub.overlay(snap)
+        if stored is None:
+            return self.hub.overlay(blank(instance, self.default_upstream))
+        if self.hub.watched(instance):
+            self.watchdog.arm(instance, stored.deadline)
+        return self.hub.overlay(live(stored.snapshot))
 
     async def watch(self, instance: str) -> None:
         """One more local viewer of ``instance`` (read the snapshot after this, not before)."""
@@ -99,6 +108,8 @@ class Relay:
 
     async def unwatch(self, instance: str) -> None:
         await self.hub.unwatch(instance)
+        if not self.hub.watched(instance):
+            self.watchdog.forget(instance)
 
     async def sse(self, instance: str, keepalive: float) -> AsyncIterator[tuple[int, str] | None]:
         """(seq, snapshot JSON) for one SSE stream, the current snapshot first; None every
@@ -115,16 +126,16 @@ class Relay:
         finally:
             self.hub.remove_sse(instance, viewer)
             self.metrics.viewers.dec()
-            await self.hub.unwatch(instance)
+            await self.unwatch(instance)
 
     async def gateway_for(self, instance: str) -> Gateway:
         """The gateway serving an instance: the one its snapshot names, else the first configured."""
         if not self.gateways:
             raise NoGateway("the relay has no gateway to ask: set RELAY_EVOLUTION_URL "
                             "(and RELAY_EVOLUTION_APIKEY) or RELAY_WPPCONNECT_URL")
-        snap = await self.records.get(instance)
-        if snap is not None and snap["upstream"]["name"] in self.gateways:
-            return self.gateways[snap["upstream"]["name"]]
+        record = await self.records.get(instance)
+        if record is not None and record.snapshot["upstream"]["name"] in self.gateways:
+            return self.gateways[record.snapshot["upstream"]["name"]]
         return next(iter(self.gateways.values()))
 
     async def connect(self, instance: str) -> Snapshot:
@@ -162,6 +173,8 @@ class Relay:
     async def deliver(self, instance: str, message: str) -> None:
         self.records.observe(instance, message)
         await self.hub.deliver(instance, message)
+        if self.hub.watched(instance):
+            self.watchdog.arm(instance, unwire(message).deadline())
 
     async def resume(self, instances: list[str]) -> None:
         """After a gap in the channel (listener reconnected): put back what Redis may have lost,
@@ -179,7 +192,8 @@ class Relay:
                 except RelayError as exc:
                     log.warning("resync of one instance failed: %s", exc.detail)
                     continue
-                await self.hub.deliver(instance, message(snap), fresh=False)
+                await self.hub.deliver(instance, frame(snap["seq"], snap["updatedAt"] or 0,
+                                                       encode(snap)), fresh=False)
 
     async def degrade(self, detail: str) -> None:
         await self.hub.degrade(detail)
@@ -189,8 +203,8 @@ class Relay:
         """Instances a gateway serves, as far as the store knows."""
         names = []
         for instance in await self.records.instances():
-            snap = await self.records.get(instance)
-            if snap is not None and snap["upstream"]["name"] == upstream:
+            record = await self.records.get(instance)
+            if record is not None and record.snapshot["upstream"]["name"] == upstream:
                 names.append(instance)
         return names
 
@@ -218,3 +232,37 @@ class Relay:
             # Owned by the worker, not awaited here: a recovery seen by a user's request must
             # not make that request wait for a resync of every instance.
             self.spawn(f"resync-{upstream}", gateway.resync_all())
+
+    # -- the pairing watchdog ----------------------------------------------------------------------
+    async def stall(self, instance: str) -> None:
+        """An instance this worker watches waited too long for a QR: store "no QR" (one worker's
+        write wins; the others change nothing) and, from that worker, log the evidence."""
+        try:
+            record = await self.records.get(instance)
+            if record is None or record.deadline is None:
+                return
+            event = Event(upstream=record.snapshot["upstream"]["name"], instance=instance,
+                          cause="watchdog", stall=True)
+            if await self.ingest(event):
+                await self._report_stall(instance, record)
+                return
+            latest = await self.records.get(instance)  # not due after all (e.g. a new connect)
+            if latest is not None and self.hub.watched(instance):
+                self.watchdog.arm(instance, latest.deadline)
+        except Exception as exc:  # e.g. Redis down: the next delivery re-arms it
+            log.warning("pairing watchdog of one instance failed: %s", exc.__class__.__name__)
+
+    async def _report_stall(self, instance: str, record: Record) -> None:
+        """One log line per stall: how long, how many gateway events, what REST says."""
+        name = record.snapshot["upstream"]["name"]
+        gateway = self.gateways.get(name)
+        said = "not asked (no gateway configured)"
+        if gateway is not None:
+            try:
+                said = await gateway.describe(instance)
+            except Exception as exc:
+                said = f"no answer ({exc.__class__.__name__})"
+        waited = (now_ms() - (record.waiting_since or now_ms())) / 1000
+        log.warning("no QR code for instance %r after %.0f s of waiting: %d event(s) from %s "
+                    "meanwhile, its REST API says %s; it may not be able to reach WhatsApp",
+                    instance, waited, record.waiting_events, name, said)

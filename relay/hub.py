@@ -123,7 +123,7 @@ class Hub:
         """A message from the instance's channel (``fresh``) or a re-sent snapshot, in
         :func:`~relay.wire.message` format: hand it to every local viewer, undecoded."""
         try:
-            seq, updated, _, _, _, payload = unwire(message)
+            seq, updated, _, _, payload = unwire(message)
         except ValueError:
             log.error("dropped a malformed message on the channel of one instance")
             return

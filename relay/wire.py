@@ -18,38 +18,47 @@ def encode(snapshot: Snapshot) -> str:
     return json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False)
 
 
+def _meta(record: Record) -> str:
+    """The record without its snapshot, as compact JSON (ordering data and watchdog clock)."""
+    return json.dumps({"t": record.gateway_ts, "r": record.retired, "d": record.deadline,
+                       "w": record.waiting_since, "n": record.waiting_events, "e": record.seen_at},
+                      separators=(",", ":"))
+
+
+def _record(snapshot: Any, meta: dict[str, Any]) -> Record:
+    return Record(snapshot=snapshot, gateway_ts=meta.get("t"), retired=meta.get("r") or [],
+                  deadline=meta.get("d"), waiting_since=meta.get("w"),
+                  waiting_events=meta.get("n") or 0, seen_at=meta.get("e"))
+
+
 def dump_record(record: Record, snapshot_json: str | None = None) -> str:
     """JSON of a record; pass the snapshot's JSON if it is already encoded (hot path)."""
     if snapshot_json is None:
         snapshot_json = encode(record.snapshot)
-    rest = json.dumps({"t": record.gateway_ts, "r": record.retired}, separators=(",", ":"))
-    return '{"s":' + snapshot_json + "," + rest[1:]
+    return '{"s":' + snapshot_json + "," + _meta(record)[1:]
 
 
 def load_record(raw: str | bytes) -> Record:
     data = json.loads(raw)
-    return Record(snapshot=data["s"], gateway_ts=data.get("t"), retired=data.get("r") or [])
+    return _record(data.pop("s"), data)
 
 
-def message(snapshot: Snapshot, snapshot_json: str | None = None, *, version: int = 0,
-            gateway_ts: int | None = None, retired: list[str] | None = None) -> str:
-    """A channel message: ``"<seq> <updatedAt> <version> <gateway ts|-> <retired,…|-> <JSON>"``.
+def message(record: Record, snapshot_json: str | None = None, *, version: int = 0) -> str:
+    """A channel message: ``"<seq> <updatedAt> <version> <record meta JSON> <snapshot JSON>"``.
 
     The header lets every worker order and time an update without decoding the ~6 KB snapshot
-    it forwards as is, and lets the Redis store keep its per-worker record cache current (the
-    version and the record's ordering data), so most writes need no read first.
+    it forwards as is, and carries the rest of the record (its gateway clock, retired QRs and
+    watchdog clock), so that the Redis store keeps its per-worker record cache whole and most
+    writes need no read first.
     """
+    snapshot = record.snapshot
     payload = snapshot_json if snapshot_json is not None else encode(snapshot)
-    return frame(snapshot["seq"], snapshot["updatedAt"] or 0, payload, version=version,
-                 gateway_ts=gateway_ts, retired=retired)
+    return f"{snapshot['seq']} {snapshot['updatedAt'] or 0} {version} {_meta(record)} {payload}"
 
 
-def frame(seq: int, updated: int, payload: str, *, version: int = 0,
-          gateway_ts: int | None = None, retired: list[str] | None = None) -> str:
-    """The channel message for an already encoded snapshot (see :func:`message`)."""
-    ts = "-" if gateway_ts is None else str(gateway_ts)
-    gone = ",".join(retired) if retired else "-"
-    return f"{seq} {updated} {version} {ts} {gone} {payload}"
+def frame(seq: int, updated: int, payload: str) -> str:
+    """A message for an already encoded snapshot that carries no record data (a local re-send)."""
+    return f"{seq} {updated} 0 {{}} {payload}"
 
 
 class Wired(NamedTuple):
@@ -58,20 +67,22 @@ class Wired(NamedTuple):
     seq: int
     updated: int
     version: int
-    gateway_ts: int | None
-    retired: list[str]
+    meta: str
     payload: str
 
     def record(self) -> Record:
-        return Record(snapshot=json.loads(self.payload), gateway_ts=self.gateway_ts,
-                      retired=self.retired)
+        return _record(json.loads(self.payload), json.loads(self.meta))
+
+    def deadline(self) -> int | None:
+        """When the pairing watchdog is due for this instance (None: not waiting for a QR)."""
+        value = json.loads(self.meta).get("d")
+        return value if isinstance(value, int) else None
 
 
 def unwire(raw: str) -> Wired:
     """Split a channel message; ValueError if it is malformed."""
-    seq, updated, version, ts, gone, payload = raw.split(" ", 5)
-    return Wired(int(seq), int(updated), int(version), None if ts == "-" else int(ts),
-                 [] if gone == "-" else gone.split(","), payload)
+    seq, updated, version, meta, payload = raw.split(" ", 4)
+    return Wired(int(seq), int(updated), int(version), meta, payload)
 
 
 def socketio_update(payload: str) -> str:

@@ -9,7 +9,9 @@ import pytest
 
 from relay.auth import webhook_allowed
 from relay.errors import BadEventError
-from relay.snapshot import Record, apply
+from relay.reasons import MESSAGES
+from relay.rules import apply
+from relay.snapshot import Record
 from relay.wire import dump_record, load_record
 from relay.gateways import evolution, evolution_api
 from tests.support.fixtures import fixture, fixture_paths
@@ -24,6 +26,7 @@ EXPECTED_STATE = {
     "connection-update-close": "close",
     "logout-instance": "close",
     "remove-instance": "close",
+    "instance-delete": "close",  # a deletion: shown as "removed", like remove.instance
 }
 
 
@@ -37,7 +40,7 @@ def test_every_event_fixture(name: str) -> None:
     event = evolution.parse(body)
     kind = name.split("-", 1)[1]
     if kind not in EXPECTED_STATE:
-        assert event is None, "instance.create/delete and others are accepted and ignored"
+        assert event is None, "instance.create and others are accepted and ignored"
         return
     assert event is not None
     assert event.instance == "my-instance" and event.upstream == "evolution"
@@ -56,7 +59,8 @@ def test_every_event_fixture(name: str) -> None:
         assert snap["profile"] == {"wuid": "5511999999999@s.whatsapp.net", "name": "Example Name",
                                    "pictureUrl": body["data"]["profilePictureUrl"]}
     if kind == "connection-update-close":
-        assert snap["reason"] == {"code": 401, "message": "logged out on the phone"}
+        assert snap["reason"] == {"code": "logged_out", "message": MESSAGES["logged_out"],
+                                  "gateway": {"statusReason": 401}}
 
 
 def test_webhook_and_socket_copies_of_one_event_are_one_event() -> None:
@@ -80,7 +84,12 @@ def test_pairing_code_and_limit_shapes() -> None:
     refused["data"]["state"], refused["data"]["statusReason"] = "refused", 428
     record, _ = apply(None, evolution.parse(refused), qr_ttl_ms=TTL)  # type: ignore[arg-type]
     assert record.snapshot["state"] == "refused"
-    assert record.snapshot["reason"] == {"code": 428, "message": "the QR code limit was reached"}
+    assert record.snapshot["reason"] == {"code": "qr_limit", "message": MESSAGES["qr_limit"],
+                                         "gateway": {"statusReason": 428}}
+    limited = apply(None, evolution.parse(limit), qr_ttl_ms=TTL)  # type: ignore[arg-type]
+    assert limited is not None and limited[0].snapshot["reason"] == {
+        "code": "qr_limit", "message": MESSAGES["qr_limit"],
+        "gateway": {"statusCode": 500, "message": "QR code limit reached, please login again"}}
 
 
 @pytest.mark.parametrize("body, reason", [

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from relay.snapshot import Event, NewQR, Reason, Record, apply, blank, live
+from relay.reasons import reason
+from relay.rules import STREAM_FRESH_MS, apply
+from relay.snapshot import Event, NewQR, Record, blank, live
 
 TTL = 45_000
 
@@ -63,7 +65,7 @@ def test_qr_expiry_uses_ttl_and_is_never_served() -> None:
 
 def test_qr_cleared_by_open_close_refused_logout() -> None:
     for ending in ("open", "close", "refused"):
-        record, outcomes = run(qr("a", 1), state(ending, 2, reason=Reason(code=1, message="m")))
+        record, outcomes = run(qr("a", 1), state(ending, 2, reason=reason("closed")))
         assert record is not None and record.snapshot["qr"] is None
         assert record.snapshot["state"] == ending and outcomes == [True, True]
 
@@ -119,6 +121,17 @@ def test_a_rest_read_never_undoes_a_newer_event() -> None:
     assert result is not None and result[0].snapshot["state"] == "close"
 
 
+def test_a_rest_close_yields_to_a_fresh_connecting_stream() -> None:
+    """Evolution answers "close" over REST while its socket loops through "connecting"
+    (fixtures/CAPTURED.md): while that stream is fresh, such a read must not flap the page."""
+    record, _ = run(state("connecting", 1), at=1_000)
+    read = Event(upstream="evolution", instance="i", cause="resync", state="close", clear_qr=True,
+                 read_at_ms=1_100)
+    assert apply(record, read, qr_ttl_ms=TTL, at_ms=1_000 + STREAM_FRESH_MS - 1) is None
+    later = apply(record, read, qr_ttl_ms=TTL, at_ms=1_000 + STREAM_FRESH_MS + 1)
+    assert later is not None and later[0].snapshot["state"] == "close"  # the stream went quiet
+
+
 def test_socket_image_and_webhook_code_are_one_qr() -> None:
     image = "data:image/png;base64,AAAA"
     sock = Event(upstream="wppconnect", instance="i", cause="qrCode", state="connecting",
@@ -147,13 +160,15 @@ def test_pairing_codes_alone_follow_one_another() -> None:
 
 def test_generic_close_keeps_the_specific_reason() -> None:
     specific = Event(upstream="wppconnect", instance="i", cause="status-find", state="close",
-                     reason=Reason(code="disconnectedMobile", message="logged out on the phone"))
+                     reason=reason("logged_out"))
     generic = Event(upstream="wppconnect", instance="i", cause="status-find", state="close",
-                    reason=Reason(code="browserClose", message="closed"), keep_close_reason=True)
+                    reason=reason("closed"), reason_if_qr=reason("timed_out"), weak_reason=True)
     record, _ = run(specific, generic)
-    assert record is not None and record.snapshot["reason"]["code"] == "disconnectedMobile"  # type: ignore[index]
-    record, _ = run(qr("a"), generic)  # alone (the QR timed out): the generic reason is shown
-    assert record is not None and record.snapshot["reason"]["code"] == "browserClose"  # type: ignore[index]
+    assert record is not None and record.snapshot["reason"]["code"] == "logged_out"  # type: ignore[index]
+    record, _ = run(qr("a"), generic)  # alone, after a QR: it was not scanned in time
+    assert record is not None and record.snapshot["reason"]["code"] == "timed_out"  # type: ignore[index]
+    record, _ = run(generic)  # alone, with no QR before it (the browser died): just closed
+    assert record is not None and record.snapshot["reason"]["code"] == "closed"  # type: ignore[index]
 
 
 def test_a_late_image_only_copy_of_a_past_qr_never_returns() -> None:

@@ -26,7 +26,7 @@ class Recorder:
         self.degraded: list[str] = []
 
     async def deliver(self, instance: str, message: str, **_: Any) -> None:
-        seq, updated, _, _, _, payload = unwire(message)
+        seq, updated, _, _, payload = unwire(message)
         snapshot = json.loads(payload)
         assert (seq, updated) == (snapshot["seq"], snapshot["updatedAt"])  # the header is true
         await self.delivered.put((instance, snapshot))
@@ -64,14 +64,14 @@ def opened(instance: str, ts: int) -> Event:
 
 
 def redis_backend(url: str) -> Backend:
-    return open_redis(url, prefix="relay", qr_ttl=45, default_upstream="evolution")
+    return open_redis(url, prefix="relay", qr_ttl=45, qr_wait=30, default_upstream="evolution")
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Records, Broker, Recorder, Any]]:
     recorder = Recorder()
     if request.param == "memory":
-        opened = open_memory(qr_ttl=45, default_upstream="evolution")
+        opened = open_memory(qr_ttl=45, qr_wait=30, default_upstream="evolution")
         redis_server = None
     else:
         redis_server = RedisServer()
@@ -99,7 +99,7 @@ async def test_apply_stores_and_publishes_to_subscribers_only(backend: Any) -> N
     await broker.subscribe("a")
     snap = await store.apply(qr("a", "c1"))
     assert snap is not None and snap["qr"]["code"] == "c1"
-    assert await store.get("a") == snap
+    assert (await store.get("a")).snapshot == snap
     instance, delivered = await rec.next()
     assert (instance, delivered) == ("a", snap)
     assert await store.apply(qr("b", "c1")) is not None  # nobody watches b here
@@ -116,7 +116,7 @@ async def test_duplicates_stale_and_repeats_publish_nothing(backend: Any) -> Non
     assert await store.apply(qr("a", "c1", ts=10, key="other-key")) is None  # same content
     assert await store.apply(qr("a", "old", ts=5)) is None  # older than what we have
     assert await rec.nothing_within()
-    assert await store.get("a") == first
+    assert (await store.get("a")).snapshot == first
 
 
 async def test_seq_grows_and_unsubscribe_stops_delivery(backend: Any) -> None:
@@ -151,8 +151,10 @@ async def test_two_redis_workers_apply_atomically(backend: Any) -> None:
         await broker.subscribe("a")
         events = [qr("a", f"c{i}", ts=i) for i in range(1, 41)]
         await asyncio.gather(*((store if i % 2 else other).apply(e) for i, e in enumerate(events)))
-        final = await store.get("a")
-        assert final is not None and final["qr"]["code"] == "c40"  # the newest by gateway time wins
+        stored = await store.get("a")
+        assert stored is not None
+        final = stored.snapshot
+        assert final["qr"]["code"] == "c40"  # the newest by gateway time wins
         seqs = []
         while not rec.delivered.empty():
             seqs.append((await rec.next())[1]["seq"])
@@ -179,7 +181,7 @@ async def test_restore_after_redis_restarts_empty(backend: Any) -> None:
         await asyncio.sleep(0.05)
     assert rec.resumed == [["a"]]
     assert rec.degraded and "Redis" in rec.degraded[0]
-    assert await store.get("a") == snap  # nothing accepted was lost
+    assert (await store.get("a")).snapshot == snap  # nothing accepted was lost
     assert await store.apply(qr("a", "c2", ts=2)) is not None  # the gateway's retry now lands
     assert (await rec.next())[1]["qr"]["code"] == "c2"
 
@@ -187,7 +189,7 @@ async def test_restore_after_redis_restarts_empty(backend: Any) -> None:
 async def test_claims_are_won_once_per_ttl(backend: Any) -> None:
     _, _, _, redis_server = backend
     if redis_server is None:
-        workers = [open_memory(qr_ttl=45, default_upstream="evolution")]
+        workers = [open_memory(qr_ttl=45, qr_wait=30, default_upstream="evolution")]
     else:  # two workers on the same Redis
         workers = [redis_backend(redis_server.url), redis_backend(redis_server.url)]
     try:

@@ -11,7 +11,9 @@ import aiohttp
 import pytest
 
 from relay.errors import BadEventError, UpstreamError
-from relay.snapshot import Event, Record, apply
+from relay.reasons import MESSAGES
+from relay.rules import apply
+from relay.snapshot import Event, Record
 from relay.wire import dump_record, load_record
 from relay.gateways import wppconnect, wppconnect_api
 from relay.fakes import WPPConnectEmulator
@@ -64,18 +66,23 @@ def test_every_webhook_fixture(name: str) -> None:
         assert snap["qr"]["code"] == body["urlcode"]
         assert snap["qr"]["image"] == PNG + body["qrcode"]  # the webhook's is bare base64 (§8.8)
     elif body["event"] == "status-find":
-        state, reason, clear_qr = wppconnect.STATUS_FIND[body["status"]]
-        assert snap["state"] == state and snap["reason"] == reason and snap["qr"] is None
+        state, code, words, clear_qr = wppconnect.STATUS_FIND[body["status"]]
+        assert snap["state"] == state and snap["qr"] is None
+        assert (snap["reason"] or {}).get("code") == code
+        if code is not None:
+            assert snap["reason"]["gateway"] == {"status": body["status"]}
+            assert snap["reason"]["message"] == (words or MESSAGES[code])
     else:  # closesession, logoutsession
         assert snap["state"] == "close" and snap["reason"]["message"]
 
 
 @pytest.mark.parametrize("status, state, code", [
-    ("notLogged", "connecting", None), ("inChat", "open", None), ("qrReadFail", "close", "qrReadFail"), ("qrReadError", "close", "qrReadError"),
-    ("autocloseCalled", "close", "autocloseCalled"), ("browserClose", "close", "browserClose"),
-    ("serverClose", "close", "serverClose"), ("phoneNotConnected", "close", "phoneNotConnected"),
-    ("disconnectedMobile", "close", "disconnectedMobile"),
-    ("desconnectedMobile", "close", "disconnectedMobile"),  # wppconnect <= 1.37.6 (§4.3)
+    ("notLogged", "connecting", None), ("inChat", "open", None), ("qrReadFail", "close", "scan_failed"),
+    ("qrReadError", "close", "scan_failed"), ("autocloseCalled", "close", "timed_out"),
+    ("browserClose", "close", "closed"),  # with no QR before it: see test_rules for the other case
+    ("serverClose", "close", "closed"), ("phoneNotConnected", "close", "closed"),
+    ("disconnectedMobile", "close", "logged_out"),
+    ("desconnectedMobile", "close", "logged_out"),  # wppconnect <= 1.37.6 (§4.3)
 ])
 def test_every_status_find_value(status: str, state: str, code: str | None) -> None:
     body = fixture("wppconnect", "webhook-status-find") | {"status": status}
@@ -127,7 +134,8 @@ def test_socket_fixtures() -> None:
     logged = snap_of(wppconnect.parse_socket("session-logged", fixture("wppconnect", "socketio-session-logged")))
     assert logged["state"] == "open" and logged["qr"] is None
     error = snap_of(wppconnect.parse_socket("session-error", fixture("wppconnect", "socketio-session-error")))
-    assert error["instance"] == S and error["state"] == "close" and error["reason"]["code"] == "session-error"
+    assert error["instance"] == S and error["state"] == "close" and error["reason"]["code"] == "closed"
+    assert error["reason"]["gateway"] == {"event": "session-error"}
     assert wppconnect.parse_socket("whatsapp-status", fixture("wppconnect", "socketio-whatsapp-status")) is None
     phone = snap_of(wppconnect.parse_socket("phoneCode", {"data": "ABCD-EFGH", "phone": "5511999999999",
                                                           "session": S}))
@@ -305,15 +313,16 @@ async def test_webhook_end_to_end(emu: WPPConnectEmulator) -> None:
             await emu.drain()
             await emu.disconnect_mobile(S)
             closed = await viewer.update_where(lambda s: s["state"] == "close" and s["reason"] is not None
-                                               and s["reason"]["code"] == "disconnectedMobile")
-            assert closed["reason"]["message"] == "logged out on the phone" and closed["qr"] is None
+                                               and s["reason"]["code"] == "logged_out")
+            assert closed["reason"]["message"] == MESSAGES["logged_out"] and closed["qr"] is None
             await emu.drain()
             assert (await connect(relay_server))[0] == 202
             again = await viewer.update_where(has_code)
             assert again["qr"]["code"] != qr["qr"]["code"] and again["reason"] is None
             await emu.autoclose(S)  # only browserClose arrives (§5.3)
             timed_out = await viewer.update_where(lambda s: s["state"] == "close")
-            assert timed_out["reason"]["code"] == "browserClose" and timed_out["qr"] is None
+            # browserClose after a QR: it was not scanned in time.
+            assert timed_out["reason"]["code"] == "timed_out" and timed_out["qr"] is None
         finally:
             await viewer.close()
 
@@ -333,7 +342,7 @@ async def test_socket_only_end_to_end(emu: WPPConnectEmulator) -> None:
             assert opened["qr"] is None and opened["cause"] == "session-logged"
             await emu.session_error(S)
             failed = await viewer.update_where(lambda s: s["state"] == "close")
-            assert failed["reason"]["code"] == "session-error"
+            assert failed["reason"]["code"] == "closed"
             assert emu.deliveries == []
         finally:
             await viewer.close()

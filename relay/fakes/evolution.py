@@ -61,6 +61,9 @@ class EvolutionEmulator(EvolutionEvents):
         self._spawn(self._pairing(inst, inst.generation, number))
 
     async def _pairing(self, inst: Instance, gen: int, number: str | None) -> None:
+        if not self.whatsapp_reachable:
+            await self._connecting_loop(inst, gen)
+            return
         await self.emit_connection(inst.name, "connecting")
         await asyncio.sleep(self.qr_delay)
         while self.instances.get(inst.name) is inst and inst.state == "connecting" and inst.generation == gen:
@@ -69,6 +72,17 @@ class EvolutionEmulator(EvolutionEvents):
             if self.qr_interval is None:
                 return
             await asyncio.sleep(self.qr_interval)
+
+    async def _connecting_loop(self, inst: Instance, gen: int) -> None:
+        """WhatsApp unreachable: bursts of `connecting` (statusReason 200) every few seconds,
+        forever, never a QR, never a close (the capture's 2.3 events a second)."""
+        while self.instances.get(inst.name) is inst and inst.generation == gen:
+            for _ in range(self.storm_burst):
+                if self.instances.get(inst.name) is not inst or inst.generation != gen:
+                    return
+                await self.emit_connection(inst.name, "connecting")
+                await asyncio.sleep(self.storm_gap)
+            await asyncio.sleep(self.storm_period)
 
     # ----- REST ------------------------------------------------------------------------------
     def _add_routes(self, app: web.Application) -> None:
@@ -95,8 +109,12 @@ class EvolutionEmulator(EvolutionEvents):
             return self._json(fixtures.load("evolution", "rest-error-401-unauthorized"), 401)
         return inst
 
+    def _rest_state(self, inst: Instance) -> str:
+        """What REST reports: `close` while the unreachable loop says `connecting`."""
+        return "close" if not self.whatsapp_reachable and inst.state == "connecting" else inst.state
+
     def _state_body(self, inst: Instance) -> dict[str, Any]:
-        body = fixtures.load("evolution", f"rest-instance-connection-state-200-{inst.state}")
+        body = fixtures.load("evolution", f"rest-instance-connection-state-200-{self._rest_state(inst)}")
         body["instance"]["instanceName"] = inst.name
         return body
 
@@ -144,7 +162,7 @@ class EvolutionEmulator(EvolutionEvents):
 
     @_guarded
     async def _h_logout(self, request: web.Request, inst: Instance) -> web.Response:
-        if inst.state == "close":
+        if self._rest_state(inst) == "close":
             body = fixtures.load("evolution", "rest-instance-logout-400-not-connected")
             body["response"]["message"] = [f'The "{inst.name}" instance is not connected']
             return self._json(body, 400)

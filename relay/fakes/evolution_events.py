@@ -88,6 +88,11 @@ class EvolutionEvents(GatewayEmulator):
         self.instances: dict[str, Instance] = {}
         self.events: list[dict[str, Any]] = []  # every envelope, websocket form
         self.live_namespaces: set[str] = set()
+        # False: like Evolution 2.3.6 on a host that cannot reach WhatsApp (fixtures/CAPTURED.md):
+        # a pairing loops through bursts of `connecting` forever, with no QR and no close, while
+        # REST says `close`; logout answers 400 and the loop goes on.
+        self.whatsapp_reachable = True
+        self.storm_period, self.storm_burst, self.storm_gap = 5.0, 11, 0.025
         self._webhooks: dict[str | None, WebhookConfig] = {}
         self._global_webhook: WebhookConfig | None = None
 
@@ -256,10 +261,26 @@ class EvolutionEvents(GatewayEmulator):
         """Like ``DELETE /instance/delete``: logout if needed, ``instance.delete``, ``remove.instance``;
         then the instance is gone. Returns the ``remove.instance`` envelope."""
         inst = self._inst(name)
+        if not self.whatsapp_reachable and inst.state == "connecting":
+            return await self._remove_looping(inst)
         if inst.state in ("open", "connecting"):
             await self.logout(name)
         await self._emit(name, "instance.delete", {"instanceName": name, "instanceId": inst.id})
         envelope = await self._emit(name, "remove.instance", None)
+        del self.instances[name]
+        return envelope
+
+    async def _remove_looping(self, inst: Instance) -> dict[str, Any]:
+        """A deletion during the `connecting` loop, in the order captured from 2.3.6."""
+        name = inst.name
+        inst.generation += 1
+        envelope = await self._emit(name, "remove.instance", None)
+        await self._emit(name, "instance.delete", {"instanceName": name, "instanceId": inst.id})
+        await self._emit(name, "logout.instance", None)
+        await self.emit_connection(name, "close", 401)
+        await self._emit(name, "status.instance", {
+            "instance": name, "status": "closed", "disconnectionAt": self._date_time(),
+            "disconnectionReasonCode": 401, "disconnectionObject": "{}"})
         del self.instances[name]
         return envelope
 

@@ -152,6 +152,10 @@ class WPPConnectEmulator(WPPConnectEvents):
         sess = self.sessions.get(session)
         if sess is None:
             return self._json({"status": False, "message": "Error closing session", "error": {}}, 500)
+        if not self.whatsapp_reachable and sess.status == "INITIALIZING":
+            sess.status = "CLOSED"  # the captured 2.10.4: 500, and the browser keeps running
+            return self._json({"status": False, "message": "Error closing session",
+                               "error": {"level": "error"}}, 500)
         if sess.status is not None:
             await self.close_session(session)
         return self._reply(request, session, fixtures.load("wppconnect", "rest-close-session-200"))

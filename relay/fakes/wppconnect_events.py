@@ -50,6 +50,9 @@ class WPPConnectEvents(GatewayEmulator):
         self.tokens: dict[str, str] = {}  # token -> session (tokens never expire)
         self.events: list[tuple[str, str, Any]] = []  # (transport "socket"|"webhook", event, payload)
         self._configs: dict[str, dict[str, Any]] = {}  # persisted start-session bodies (token store)
+        # False: like WPPConnect 2.10.4 whose Chromium cannot load WhatsApp Web
+        # (fixtures/CAPTURED.md): a started session stays INITIALIZING, with no event at all.
+        self.whatsapp_reachable = True
         self._paired: set[str] = set()  # sessions with login data on disk (restore without QR)
 
     # ----- configuration ---------------------------------------------------------------------
@@ -190,8 +193,8 @@ class WPPConnectEvents(GatewayEmulator):
             return self.sessions.get(sess.name) is sess and sess.generation == gen
 
         await asyncio.sleep(self.qr_delay)
-        if not current():
-            return
+        if not current() or not self.whatsapp_reachable:
+            return  # unreachable: INITIALIZING forever, no event at all (fixtures/CAPTURED.md)
         if sess.name in self._paired:
             await self.status_find(sess.name, "isLogged")
             await self.status_find(sess.name, "inChat")

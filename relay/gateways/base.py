@@ -69,6 +69,11 @@ class Gateway(abc.ABC):
         """The instance's current state, read over REST (for resync). Return one event per
         independent read: each is dropped if the instance changed after the resync began."""
 
+    @abc.abstractmethod
+    async def describe(self, instance: str) -> str:
+        """What the gateway's REST API says of the instance, in a few words for a log line
+        (never raises for a gateway error)."""
+
     async def stream(self) -> None:
         """Follow the gateway's event stream until cancelled (default: no stream)."""
         await asyncio.Event().wait()
@@ -88,6 +93,7 @@ class Gateway(abc.ABC):
     async def connect(self, instance: str) -> None:
         """Ask the gateway for a QR. Failures become 502/504 and are shown to viewers."""
         self.extra_instances.add(instance)
+        started = now_ms()
         try:
             events = await self.request_qr(instance)
         except UpstreamError as exc:
@@ -97,6 +103,11 @@ class Gateway(abc.ABC):
         await self.sink.report_reachability(self.name, True, None)
         for event in events:
             await self.sink.ingest(event)
+        # Accepted (even as Evolution's {"count":0}): the instance is connecting, and the wait for
+        # its QR starts (again) now. Stamped like a read, so that a QR or an "open" stored
+        # meanwhile is not undone.
+        await self.sink.ingest(Event(upstream=self.name, instance=instance, cause="connect",
+                                     restart_wait=True, read_at_ms=started))
 
     async def logout(self, instance: str) -> None:
         try:

@@ -13,22 +13,21 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import BadEventError
-from ..snapshot import Event, NewQR, Profile, Reason
+from ..reasons import Reason, reason
+from ..snapshot import Event, NewQR, Profile
 
 NAME = "evolution"
 STATES = {"connecting", "open", "close", "refused"}
-# Baileys DisconnectReason codes (protocols §2.6), in words a shop owner can act on.
-CLOSE_REASONS = {
-    401: "logged out on the phone",
-    402: "the WhatsApp account is not available",
-    403: "WhatsApp refused this number",
-    406: "the WhatsApp session was rejected",
-    408: "the connection to WhatsApp timed out",
-    428: "the QR code limit was reached",
-    440: "the session was opened somewhere else",
-    500: "the WhatsApp session is corrupt",
-    515: "WhatsApp asked for a restart",
+# Baileys DisconnectReason codes of a close (protocols §2.6) → reason code, and for the codes that
+# only "closed" covers, the words a shop owner can act on.
+CLOSE_CODES = {401: "logged_out", 408: "timed_out", 428: "qr_limit", 440: "replaced"}
+CLOSE_WORDS = {
+    402: "The WhatsApp account is not available.",
+    403: "WhatsApp refused this number.",
+    406: "WhatsApp rejected this session. Link the phone again.",
+    500: "The WhatsApp session is damaged. Link the phone again.",
 }
+REMOVED = ("remove.instance", "instance.delete")
 
 
 def event_name(raw: str) -> str:
@@ -49,14 +48,12 @@ def parse_time(raw: Any) -> int | None:
     return int((parsed - epoch).total_seconds() * 1000)
 
 
-def reason_for(code: Any, state: str) -> Reason | None:
-    if state in ("open", "connecting"):
-        return None
-    if state == "refused":
-        return Reason(code=code if isinstance(code, int) else 428, message=CLOSE_REASONS[428])
-    if isinstance(code, int):
-        return Reason(code=code, message=CLOSE_REASONS.get(code, f"closed by WhatsApp (code {code})"))
-    return Reason(code=None, message="closed")
+def close_reason(code: Any) -> Reason:
+    """The reason of a ``connection.update`` close, from Evolution's ``statusReason``."""
+    gateway = {"statusReason": code}
+    if isinstance(code, int) and code in CLOSE_CODES:
+        return reason(CLOSE_CODES[code], gateway)
+    return reason("closed", gateway, CLOSE_WORDS.get(code) if isinstance(code, int) else None)
 
 
 def parse(body: Any, *, instance_hint: str | None = None) -> Event | None:
@@ -70,10 +67,14 @@ def parse(body: Any, *, instance_hint: str | None = None) -> Event | None:
     raw_event = body.get("event")
     if not isinstance(raw_event, str) or not raw_event.strip():
         raise BadEventError("missing 'event' (expected e.g. \"qrcode.updated\")")
+    name = event_name(raw_event)
+    if name == "error":
+        # Evolution's errors webhook: no instance, and its body carries the GLOBAL api key.
+        # Nothing to show; answered 200 so that it is never retried, and never logged.
+        return None
     instance = body.get("instance", instance_hint)
     if not isinstance(instance, str) or not instance.strip() or len(instance) > 200:
         raise BadEventError("missing 'instance' (the Evolution instance name)")
-    name = event_name(raw_event)
     data = body.get("data")
     ts = parse_time(body.get("date_time"))
     # The same event reaches us by webhook and by socket (different key order, `destination`
@@ -104,14 +105,11 @@ def parse(body: Any, *, instance_hint: str | None = None) -> Event | None:
             return Event(**common, state="connecting",
                          qr=NewQR(code=code, image=image or None,
                                   pairing_code=pairing if isinstance(pairing, str) else None),
-                         clear_reason=True, clear_profile=True)
+                         clear_profile=True)
         if "message" in data or "statusCode" in data:
             # QRCODE_LIMIT reached: Evolution stops producing QRs until connect is called again.
-            message = data.get("message")
-            return Event(**common, state="refused", clear_qr=True,
-                         reason=Reason(code=428, message=CLOSE_REASONS[428]
-                                       if not isinstance(message, str) else
-                                       "the QR code limit was reached"))
+            said = {k: data[k] for k in ("statusCode", "message") if isinstance(data.get(k), (int, str))}
+            return Event(**common, state="refused", clear_qr=True, reason=reason("qr_limit", said))
         raise BadEventError("qrcode.updated: data has neither 'qrcode' nor the limit 'message'")
 
     if name == "connection.update":
@@ -123,19 +121,22 @@ def parse(body: Any, *, instance_hint: str | None = None) -> Event | None:
         if state == "open":
             profile = Profile(wuid=_str(data.get("wuid")), name=_str(data.get("profileName")),
                               pictureUrl=_str(data.get("profilePictureUrl")))
-            return Event(**common, state="open", clear_qr=True, clear_reason=True, profile=profile)
+            return Event(**common, state="open", clear_qr=True, profile=profile)
         if state == "connecting":
             # A new socket: the previous socket's QR can no longer be scanned.
-            return Event(**common, state="connecting", clear_qr=True, clear_reason=True)
-        return Event(**common, state=state, clear_qr=True, clear_profile=True,
-                     reason=reason_for(data.get("statusReason"), state))
+            return Event(**common, state="connecting", clear_qr=True)
+        code = data.get("statusReason")
+        why = reason("qr_limit", {"statusReason": code}) if state == "refused" else close_reason(code)
+        return Event(**common, state=state, clear_qr=True, clear_profile=True, reason=why)
 
     if name == "logout.instance":
         return Event(**common, state="close", clear_qr=True, clear_profile=True,
-                     reason=Reason(code="logout", message="logged out"))
-    if name == "remove.instance":
+                     reason=reason("logged_out", {"event": name}))
+    if name in REMOVED:
+        # The five events of a deletion come in any order (fixtures/CAPTURED.md); the rules keep
+        # "removed" over the logout ones.
         return Event(**common, state="close", clear_qr=True, clear_profile=True,
-                     reason=Reason(code="removed", message="the instance was deleted on the gateway"))
+                     reason=reason("removed", {"event": name}))
     return None
 
 

@@ -50,13 +50,17 @@ class EvolutionClient:
         body = await self._call("GET", f"/instance/connect/{quote(instance, safe='')}")
         return connect_answer(instance, body)
 
-    async def connection_state(self, instance: str) -> Event | None:
+    async def state_of(self, instance: str) -> Any:
+        """``connectionState``'s ``instance.state`` as Evolution says it (any JSON value)."""
         body = await self._call("GET", f"/instance/connectionState/{quote(instance, safe='')}")
-        state = (body or {}).get("instance", {}).get("state") if isinstance(body, dict) else None
+        return (body or {}).get("instance", {}).get("state") if isinstance(body, dict) else None
+
+    async def connection_state(self, instance: str) -> Event | None:
+        state = await self.state_of(instance)
         if state not in STATES:
             return None
         return Event(upstream=NAME, instance=instance, cause="resync", state=state,
-                     clear_qr=state != "connecting", clear_reason=state in ("open", "connecting"))
+                     clear_qr=state != "connecting")
 
     async def logout(self, instance: str) -> None:
         await self._call("DELETE", f"/instance/logout/{quote(instance, safe='')}")
@@ -75,14 +79,13 @@ def connect_answer(instance: str, body: Any) -> Event | None:
         return None
     inner = body.get("instance")
     if isinstance(inner, dict) and inner.get("state") == "open":
-        return Event(upstream=NAME, instance=instance, cause="connect", state="open", clear_qr=True,
-                     clear_reason=True)
+        return Event(upstream=NAME, instance=instance, cause="connect", state="open", clear_qr=True)
     code = body.get("code")
     if isinstance(code, str) and code:
         image = body.get("base64") if isinstance(body.get("base64"), str) else None
         pairing = body.get("pairingCode") if isinstance(body.get("pairingCode"), str) else None
         return Event(upstream=NAME, instance=instance, cause="connect", state="connecting",
-                     qr=NewQR(code=code, image=image, pairing_code=pairing), clear_reason=True)
+                     qr=NewQR(code=code, image=image, pairing_code=pairing))
     return None
 
 

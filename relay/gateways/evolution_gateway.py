@@ -53,6 +53,12 @@ class EvolutionGateway(Gateway):
         # `instances` mode.
         self.gateway_instances = set(await self.client.fetch_instances())
 
+    async def describe(self, instance: str) -> str:
+        try:
+            return f"connectionState {await self.client.state_of(instance)!r}"
+        except UpstreamError as exc:
+            return f"an error ({exc.detail})"
+
     async def read_state(self, instance: str) -> list[Event]:
         """connectionState, plus the current QR while connecting, as ONE event (one read)."""
         try:

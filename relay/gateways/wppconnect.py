@@ -14,34 +14,39 @@ import logging
 from typing import Any
 
 from ..errors import BadEventError
-from ..snapshot import Event, NewQR, Reason
+from ..reasons import reason
+from ..snapshot import Event, NewQR
 
 log = logging.getLogger("relay.wppconnect")
 NAME = "wppconnect"
 PNG_PREFIX = "data:image/png;base64,"
 
-# status-find value → (snapshot state or None to keep it, reason or None, clear the QR?)
-# WPPConnect's webhooks carry no timestamp and are posted concurrently (§4.1), so a late
-# qrReadSuccess/isLogged could land after inChat: they only clear the QR and never move the
-# state back from "open".
+# status-find value → (snapshot state or None to keep it, reason code or None, its words when
+# the code's default doesn't say enough, clear the QR?). WPPConnect's webhooks carry no timestamp
+# and are posted concurrently (§4.1), so a late qrReadSuccess/isLogged could land after inChat:
+# they only clear the QR and never move the state back from "open".
 CLOSED = "close"
-STATUS_FIND: dict[str, tuple[str | None, Reason | None, bool]] = {
-    "notLogged": ("connecting", None, False),
-    "qrReadSuccess": (None, None, True),
-    "isLogged": (None, None, True),
-    "inChat": ("open", None, True),
-    "qrReadFail": (CLOSED, Reason(code="qrReadFail", message="the QR code could not be read"), True),
-    "qrReadError": (CLOSED, Reason(code="qrReadError", message="the phone could not be authenticated"), True),
-    "autocloseCalled": (CLOSED, Reason(code="autocloseCalled", message="the QR code was not scanned in time"), True),
-    # After a QR timeout only browserClose reaches us (autocloseCalled is swallowed, §5.3).
-    "browserClose": (CLOSED, Reason(code="browserClose", message="the gateway closed the WhatsApp "
-                                     "session (a QR code not scanned in time ends it too)"), True),
-    "serverClose": (CLOSED, Reason(code="serverClose", message="the gateway closed the WhatsApp session"), True),
-    "phoneNotConnected": (CLOSED, Reason(code="phoneNotConnected", message="the phone did not finish syncing"), True),
-    "disconnectedMobile": (CLOSED, Reason(code="disconnectedMobile", message="logged out on the phone"), True),
+STATUS_FIND: dict[str, tuple[str | None, str | None, str | None, bool]] = {
+    "notLogged": ("connecting", None, None, False),
+    "qrReadSuccess": (None, None, None, True),
+    "isLogged": (None, None, None, True),
+    "inChat": ("open", None, None, True),
+    "qrReadFail": (CLOSED, "scan_failed", None, True),
+    "qrReadError": (CLOSED, "scan_failed", None, True),
+    "autocloseCalled": (CLOSED, "timed_out", None, True),
+    # After a QR timeout only browserClose reaches us (autocloseCalled is swallowed, §5.3); it
+    # also comes when the browser dies for any other reason (see WEAK).
+    "browserClose": (CLOSED, "closed", "The gateway closed WhatsApp.", True),
+    "serverClose": (CLOSED, "closed", "The gateway closed WhatsApp.", True),
+    "phoneNotConnected": (CLOSED, "closed", "The phone did not finish linking. Keep it online "
+                                            "and try again.", True),
+    "disconnectedMobile": (CLOSED, "logged_out", None, True),
     # The spelling of wppconnect ≤ 1.37.6 / server ≤ 2.8.6.
-    "desconnectedMobile": (CLOSED, Reason(code="disconnectedMobile", message="logged out on the phone"), True),
+    "desconnectedMobile": (CLOSED, "logged_out", None, True),
 }
+# Generic closes that never hide a more telling reason already shown (browserClose follows
+# disconnectedMobile and autocloseCalled, in either order).
+WEAK = ("browserClose", "serverClose")
 
 
 def _key(parts: list[Any]) -> str:
@@ -81,14 +86,14 @@ def parse_webhook(body: Any, *, session_hint: str | None = None) -> Event | None
         code, image = body.get("urlcode"), image_url(body.get("qrcode"))
         if not (isinstance(code, str) and code) and image is None:
             raise BadEventError("qrcode: needs 'urlcode' or 'qrcode'")
-        return Event(**common, state="connecting", clear_reason=True, clear_profile=True,
+        return Event(**common, state="connecting", clear_profile=True,
                      qr=NewQR(code=code if isinstance(code, str) and code else None, image=image),
                      dedupe_key=_key([session, name, code, image]))
     if name == "phoneCode":
         pairing = body.get("phoneCode")
         if not isinstance(pairing, str) or not pairing:
             raise BadEventError("phoneCode: needs 'phoneCode'")
-        return Event(**common, state="connecting", clear_reason=True,
+        return Event(**common, state="connecting",
                      qr=NewQR(code=None, image=None, pairing_code=pairing),
                      dedupe_key=_key([session, "phoneCode", pairing]))  # = the socket's copy
     if name == "status-find":
@@ -98,16 +103,16 @@ def parse_webhook(body: Any, *, session_hint: str | None = None) -> Event | None
         mapped = STATUS_FIND.get(status)
         if mapped is None:
             return None  # statuses of other forks (initBrowser, …) say nothing we can show
-        state, reason, clear_qr = mapped
-        return Event(**common, state=state, reason=reason,
-                     clear_reason=reason is None and state is not None,
-                     clear_qr=clear_qr, clear_profile=state == CLOSED,
-                     keep_close_reason=status in ("browserClose", "serverClose"))
+        state, code, words, clear_qr = mapped
+        said = {"status": status}
+        return Event(**common, state=state, reason=reason(code, said, words) if code else None,
+                     reason_if_qr=reason("timed_out", said) if status == "browserClose" else None,
+                     weak_reason=status in WEAK, clear_qr=clear_qr, clear_profile=state == CLOSED)
     if name == "closesession":
-        return Event(**common, state=CLOSED, clear_qr=True,
-                     reason=Reason(code="closesession", message="the session was closed on the gateway"))
+        return Event(**common, state=CLOSED, clear_qr=True, reason=reason(
+            "closed", {"event": name}, "The WhatsApp session was closed on the gateway."))
     return Event(**common, state=CLOSED, clear_qr=True, clear_profile=True,
-                 reason=Reason(code="logout", message="logged out"))
+                 reason=reason("logged_out", {"event": name}))
 
 
 # -- Socket.IO (protocols §3) ------------------------------------------------------------------
@@ -127,8 +132,8 @@ def parse_socket(event_name: str, data: Any) -> Event | None:
         if not isinstance(data, str) or not data.strip() or len(data) > 200:
             raise BadEventError("session-error: the payload must be the session name")
         return Event(upstream=NAME, instance=data, cause=event_name, state=CLOSED, clear_qr=True,
-                     clear_profile=True,
-                     reason=Reason(code="session-error", message="the gateway could not start the WhatsApp session"))
+                     clear_profile=True, reason=reason("closed", {"event": event_name},
+                                                       "The gateway could not start WhatsApp."))
     if event_name not in SOCKET_EVENTS:
         return None
     if not isinstance(data, dict):
@@ -144,15 +149,15 @@ def parse_socket(event_name: str, data: Any) -> Event | None:
             raise BadEventError("qrCode: 'data' must be the QR image")
         # No `urlcode` on the socket: an image-only QR, merged with the webhook's copy (which
         # has the code) by the rules.
-        return Event(**common, state="connecting", clear_reason=True, clear_profile=True,
+        return Event(**common, state="connecting", clear_profile=True,
                      qr=NewQR(code=None, image=image), dedupe_key=_key([session, event_name, image]))
     if event_name == "phoneCode":
         pairing = data.get("data")
         if not isinstance(pairing, str) or not pairing:
             raise BadEventError("phoneCode: 'data' must be the link code")
-        return Event(**common, state="connecting", clear_reason=True,
+        return Event(**common, state="connecting",
                      qr=NewQR(code=None, image=None, pairing_code=pairing),
                      dedupe_key=_key([session, "phoneCode", pairing]))
     if data.get("status") is not True:  # session-logged is always {status: true}
         return None
-    return Event(**common, state="open", clear_qr=True, clear_reason=True)
+    return Event(**common, state="open", clear_qr=True)

@@ -41,17 +41,17 @@ def session_state(session: str, body: Any, *, cause: str, starting: bool = False
         code, image = body.get("urlcode"), image_url(body.get("qrcode"))
         if isinstance(code, str) and code:
             # `qrcode` is the server's re-render of `urlcode` (§8.8): same code, other pixels.
-            return Event(**common, state="connecting", clear_reason=True, clear_profile=True,
+            return Event(**common, state="connecting", clear_profile=True,
                          qr=NewQR(code=code, image=image))
-        return Event(**common, state="connecting", clear_reason=True, clear_profile=True)
+        return Event(**common, state="connecting", clear_profile=True)
     if status == "PHONECODE":  # the link code is not in the answer: keep the one we have
-        return Event(**common, state="connecting", clear_reason=True, clear_profile=True)
+        return Event(**common, state="connecting", clear_profile=True)
     if state == CLOSED and starting:
-        return Event(**common, state="connecting", clear_qr=True, clear_reason=True, clear_profile=True)
+        return Event(**common, state="connecting", clear_qr=True, clear_profile=True)
     if state == CLOSED:
         # No reason here: the webhook's (more specific) one is kept.
         return Event(**common, state=CLOSED, clear_qr=True, clear_profile=True)
-    return Event(**common, state=state, clear_qr=True, clear_reason=True,
+    return Event(**common, state=state, clear_qr=True,
                  clear_profile=state != "open")
 
 
@@ -124,8 +124,11 @@ class WPPConnectClient:
 
     async def status_session(self, session: str) -> Event | None:
         """``GET status-session`` as an event (for resync). No body, so no Content-Type (§10)."""
-        answer = await self._call("GET", session, "status-session")
-        return session_state(session, answer, cause="resync")
+        return session_state(session, await self.status_answer(session), cause="resync")
+
+    async def status_answer(self, session: str) -> Any:
+        """``GET status-session``'s answer as WPPConnect gives it."""
+        return await self._call("GET", session, "status-session")
 
     async def logout_session(self, session: str) -> None:
         """``POST logout-session``. Not connected → 404 in Portuguese, raised as gateway_error."""

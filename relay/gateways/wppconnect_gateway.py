@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import BadEventError
+from ..errors import BadEventError, UpstreamError
 from ..metrics import Metrics
 from ..snapshot import Event, now_ms
 from ..state import Coordination
@@ -58,6 +58,14 @@ class WPPConnectGateway(Gateway):
         # the bcrypt work of a generate-token (or a token for a made-up session). /healthz would
         # only prove the process is up.
         await self.client.show_all_sessions()
+
+    async def describe(self, instance: str) -> str:
+        try:
+            answer = await self.client.status_answer(instance)
+        except UpstreamError as exc:
+            return f"an error ({exc.detail})"
+        status = answer.get("status") if isinstance(answer, dict) else answer
+        return f"status-session {status!r}"
 
     async def read_state(self, instance: str) -> list[Event]:
         event = await self.client.status_session(instance)

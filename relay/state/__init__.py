@@ -13,17 +13,18 @@ __all__ = ["Backend", "Broker", "BrokerListener", "Coordination", "Lease", "Reco
 
 
 @asynccontextmanager
-async def open_backend(url: str | None, *, prefix: str, qr_ttl: float,
+async def open_backend(url: str | None, *, prefix: str, qr_ttl: float, qr_wait: float,
                        default_upstream: str) -> AsyncIterator[Backend]:
     """The backend a URL asks for: Redis for ``redis://…``, else memory. Closed on exit."""
     if url:
         from .redis import open_redis
 
-        backend = open_redis(url, prefix=prefix, qr_ttl=qr_ttl, default_upstream=default_upstream)
+        backend = open_redis(url, prefix=prefix, qr_ttl=qr_ttl, qr_wait=qr_wait,
+                             default_upstream=default_upstream)
     else:
         from .memory import open_memory
 
-        backend = open_memory(qr_ttl=qr_ttl, default_upstream=default_upstream)
+        backend = open_memory(qr_ttl=qr_ttl, qr_wait=qr_wait, default_upstream=default_upstream)
     try:
         yield backend
     finally:

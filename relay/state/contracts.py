@@ -35,8 +35,8 @@ class BrokerListener(Protocol):
 
 
 class Records(Protocol):
-    async def get(self, instance: str) -> Snapshot | None:
-        """The stored snapshot, or None if the instance was never seen."""
+    async def get(self, instance: str) -> Record | None:
+        """The stored record (snapshot and clocks), or None if the instance was never seen."""
 
     async def apply(self, event: Event) -> Snapshot | None:
         """Apply an event atomically; return the new snapshot if viewers must see it

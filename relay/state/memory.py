@@ -7,7 +7,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from ..snapshot import Event, Record, Snapshot, apply
+from ..rules import apply
+from ..snapshot import Event, Record, Snapshot
 from ..wire import message
 from .contracts import Backend, BrokerListener
 
@@ -44,16 +45,17 @@ class MemoryRecords:
     """Latest record per instance in a dict. ``apply`` has no await before its write, so it is
     atomic on the event loop without a lock."""
 
-    def __init__(self, broker: MemoryBroker, *, qr_ttl: float, default_upstream: str = "evolution"):
+    def __init__(self, broker: MemoryBroker, *, qr_ttl: float, qr_wait: float,
+                 default_upstream: str = "evolution"):
         self.broker = broker
         self.qr_ttl_ms = int(qr_ttl * 1000)
+        self.qr_wait_ms = int(qr_wait * 1000)
         self.default_upstream = default_upstream
         self._records: dict[str, Record] = {}
         self._seen: OrderedDict[str, float] = OrderedDict()
 
-    async def get(self, instance: str) -> Snapshot | None:
-        record = self._records.get(instance)
-        return record.snapshot if record else None
+    async def get(self, instance: str) -> Record | None:
+        return self._records.get(instance)
 
     async def instances(self) -> list[str]:
         return list(self._records)
@@ -73,14 +75,14 @@ class MemoryRecords:
         if self._is_duplicate(event.dedupe_key):
             return None
         result = apply(self._records.get(event.instance), event, qr_ttl_ms=self.qr_ttl_ms,
-                       default_upstream=self.default_upstream)
+                       qr_wait_ms=self.qr_wait_ms, default_upstream=self.default_upstream)
         if result is None:
             return None
         record, changed = result
         self._records[event.instance] = record
         if not changed:
             return None
-        await self.broker.publish(event.instance, message(record.snapshot))
+        await self.broker.publish(event.instance, message(record))
         return record.snapshot
 
     def observe(self, instance: str, message: str) -> None:
@@ -136,9 +138,9 @@ class MemoryCoordination:
         return True
 
 
-def open_memory(*, qr_ttl: float, default_upstream: str) -> Backend:
+def open_memory(*, qr_ttl: float, qr_wait: float, default_upstream: str) -> Backend:
     broker = MemoryBroker()
-    records = MemoryRecords(broker, qr_ttl=qr_ttl, default_upstream=default_upstream)
+    records = MemoryRecords(broker, qr_ttl=qr_ttl, qr_wait=qr_wait, default_upstream=default_upstream)
 
     async def close() -> None:
         await broker.close()

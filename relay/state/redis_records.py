@@ -17,7 +17,8 @@ from collections import OrderedDict
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..snapshot import Event, Record, Snapshot, apply
+from ..rules import apply
+from ..snapshot import Event, Record, Snapshot
 from ..wire import Wired, dump_record, encode, load_record, message, unwire
 from .redis_client import Keys
 
@@ -48,11 +49,12 @@ RECENT_MAX = 10_000  # records each worker caches (to write without reading, and
 class RedisRecords:
     """Latest record per instance in Redis, with a per-worker cache of recent records."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, *, qr_ttl: float,
+    def __init__(self, client: aioredis.Redis, keys: Keys, *, qr_ttl: float, qr_wait: float,
                  default_upstream: str = "evolution"):
         self.client = client
         self.keys = keys
         self.qr_ttl_ms = int(qr_ttl * 1000)
+        self.qr_wait_ms = int(qr_wait * 1000)
         self.default_upstream = default_upstream
         # instance -> (version, record): from this worker's reads and writes and from every
         # channel message it receives, so a write usually needs no read first (the CAS checks
@@ -84,13 +86,13 @@ class RedisRecords:
         if entry is None or wired.version > entry[0]:
             self._remember(instance, wired.version, wired)
 
-    async def get(self, instance: str) -> Snapshot | None:
+    async def get(self, instance: str) -> Record | None:
         raw, version = await self.client.hmget(self.keys.record(instance), ["r", "v"])
         if raw is None:
             return None
         record = load_record(raw)
         self._remember(instance, int(version or 0), record)
-        return record.snapshot
+        return record
 
     async def instances(self) -> list[str]:
         start = len(self.keys.record(""))
@@ -110,14 +112,13 @@ class RedisRecords:
         while True:
             # A stale cache can only be behind Redis, so "stale event" verdicts hold; anything
             # else is checked by the CAS.
-            result = apply(current, event, qr_ttl_ms=self.qr_ttl_ms,
+            result = apply(current, event, qr_ttl_ms=self.qr_ttl_ms, qr_wait_ms=self.qr_wait_ms,
                            default_upstream=self.default_upstream)
             if result is None:
                 return None
             record, changed = result
             snapshot_json = encode(record.snapshot)  # once, for the record and the message
-            published = message(record.snapshot, snapshot_json, version=version + 1,
-                                gateway_ts=record.gateway_ts, retired=record.retired) if changed else ""
+            published = message(record, snapshot_json, version=version + 1) if changed else ""
             outcome = await self._cas(keys=[key, dedupe], args=[
                 str(version) if version else "", dump_record(record, snapshot_json), str(version + 1),
                 self.keys.channel(event.instance), published, ttl])

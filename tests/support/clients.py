@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
@@ -23,11 +24,13 @@ class SioViewer:
     def __init__(self) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.arrivals: list[tuple[float, dict[str, Any]]] = []  # (time.monotonic(), snapshot)
         self.connect_errors: list[Any] = []
         self.sio.on("update", self._on_update)
         self.sio.on("connect_error", self.connect_errors.append)
 
     async def _on_update(self, snapshot: dict[str, Any]) -> None:
+        self.arrivals.append((time.monotonic(), snapshot))
         await self.updates.put(snapshot)
 
     async def connect(self, url: str, tok: str | None) -> None:
