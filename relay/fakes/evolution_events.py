@@ -257,33 +257,6 @@ class EvolutionEvents(GatewayEmulator):
         await self._emit(name, "logout.instance", None)
         return await self.emit_connection(name, "close", 401)
 
-    async def remove(self, name: str) -> dict[str, Any]:
-        """Like ``DELETE /instance/delete``: logout if needed, ``instance.delete``, ``remove.instance``;
-        then the instance is gone. Returns the ``remove.instance`` envelope."""
-        inst = self._inst(name)
-        if not self.whatsapp_reachable and inst.state == "connecting":
-            return await self._remove_looping(inst)
-        if inst.state in ("open", "connecting"):
-            await self.logout(name)
-        await self._emit(name, "instance.delete", {"instanceName": name, "instanceId": inst.id})
-        envelope = await self._emit(name, "remove.instance", None)
-        del self.instances[name]
-        return envelope
-
-    async def _remove_looping(self, inst: Instance) -> dict[str, Any]:
-        """A deletion during the `connecting` loop, in the order captured from 2.3.6."""
-        name = inst.name
-        inst.generation += 1
-        envelope = await self._emit(name, "remove.instance", None)
-        await self._emit(name, "instance.delete", {"instanceName": name, "instanceId": inst.id})
-        await self._emit(name, "logout.instance", None)
-        await self.emit_connection(name, "close", 401)
-        await self._emit(name, "status.instance", {
-            "instance": name, "status": "closed", "disconnectionAt": self._date_time(),
-            "disconnectionReasonCode": 401, "disconnectionObject": "{}"})
-        del self.instances[name]
-        return envelope
-
     def qr_text(self) -> str:
         """The text of the next QR (a WhatsApp-shaped one; the demo makes it say it is fake)."""
         return new_qr_string()
