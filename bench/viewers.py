@@ -1,27 +1,18 @@
-"""Light Socket.IO viewers: Engine.IO v4 / Socket.IO v5 spoken directly over `websockets`.
+"""Light Socket.IO viewers, many per process, for the load and memory benchmarks.
 
-Why not python-socketio's client: at 1,000 connections and thousands of updates per second
-its per-packet overhead would make the load client compete with the server for the same
-2 cores. Here a viewer is one websocket plus a tiny state machine:
+Why not python-socketio's client: at 1,000 connections and thousands of updates per second its
+per-packet overhead would make the load client compete with the server for the same 2 cores.
+Here a viewer is one websocket plus the hand-written handshake of ``tests.support.rawsio``.
 
-    server: 0{"sid":..,"pingInterval":..}        (Engine.IO OPEN)
-    client: 40{"token":"..."}                     (Socket.IO CONNECT "/" with auth)
-    server: 40{"sid":".."}  | 44{"message":..}    (CONNECT ok | CONNECT_ERROR)
-    client: 420["subscribe",{"instance":".."}]    (EVENT with ack id 0)
-    server: 430[{"ok":true,"snapshot":..}]        (ACK id 0)
-    server: 42["update",{..}]                     (counted)
-    server: 2  -> client: 3                       (Engine.IO ping/pong)
-
-Viewers are spread over a few processes (multiprocessing, spawn); each runs one asyncio loop
-and talks to the parent over a Pipe with small command tuples. Deliveries are not JSON-decoded:
-the event id is found by a string search for the run's marker inside `qr.code`, which keeps the
+Viewers are spread over a few processes (multiprocessing, spawn); each runs one asyncio loop and
+talks to the parent over a Pipe with small command tuples. Deliveries are not JSON-decoded: the
+event id is found by a string search for the run's marker inside ``qr.code``, which keeps the
 client cost per delivery at a few microseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -30,8 +21,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from tests.support.rawsio import WS_PATH, SetupError, handshake
+
 EID_DIGITS = 10
-WS_PATH = "/socket.io/?EIO=4&transport=websocket"
 
 
 @dataclass
@@ -45,26 +37,22 @@ class ViewerSpec:
 
 @dataclass
 class Recorder:
-    """Deliveries seen by this process since the last `collect`."""
+    """Deliveries seen by this process since the last ``take``."""
 
     marker: str
     min_eid: int = 0
-    eids: array = field(default_factory=lambda: array("q"))
-    recv_ns: array = field(default_factory=lambda: array("q"))
-    conns: array = field(default_factory=lambda: array("i"))
-    counted: int = (
-        0  # deliveries with eid >= min_eid (for the parent's early-exit poll)
-    )
-    unmatched: int = (
-        0  # update packets without our marker (e.g. snapshots of other shapes)
-    )
+    eids: array[int] = field(default_factory=lambda: array("q"))
+    recv_ns: array[int] = field(default_factory=lambda: array("q"))
+    conns: array[int] = field(default_factory=lambda: array("i"))
+    counted: int = 0  # deliveries with eid >= min_eid (for the parent's early-exit poll)
+    unmatched: int = 0  # update packets without our marker (e.g. snapshots of other shapes)
     disconnects: int = 0
 
     def __post_init__(self) -> None:
         self.marker_b = self.marker.encode()
 
     def record(self, conn_index: int, msg: str | bytes, now_ns: int) -> None:
-        """Note one `update` (text, or the raw frame: the marker and digits are ASCII)."""
+        """Note one ``update`` (text, or the raw frame: the marker and digits are ASCII)."""
         marker: str | bytes = self.marker if isinstance(msg, str) else self.marker_b
         pos = msg.find(marker)  # type: ignore[arg-type]
         if pos < 0:
@@ -72,7 +60,7 @@ class Recorder:
             return
         start = pos + len(marker)
         try:
-            eid = int(msg[start : start + EID_DIGITS])
+            eid = int(msg[start:start + EID_DIGITS])
         except ValueError:
             self.unmatched += 1
             return
@@ -83,91 +71,45 @@ class Recorder:
             self.counted += 1
 
     def take(self) -> tuple[bytes, bytes, bytes, int, int]:
-        out = (
-            self.eids.tobytes(),
-            self.recv_ns.tobytes(),
-            self.conns.tobytes(),
-            self.unmatched,
-            self.disconnects,
-        )
+        out = (self.eids.tobytes(), self.recv_ns.tobytes(), self.conns.tobytes(), self.unmatched,
+               self.disconnects)
         self.eids, self.recv_ns, self.conns = array("q"), array("q"), array("i")
         self.unmatched = 0
         return out
 
 
-class SetupError(Exception):
-    """A viewer could not connect/subscribe; the message says at which step."""
+@dataclass
+class _Options:
+    """What every viewer of a process shares."""
+
+    token: str
+    deflate: bool
+    gate: asyncio.Semaphore
+    closing: asyncio.Event
 
 
-async def _handshake(
-    ws: Any, token: str, instance: str, rec: Recorder, index: int
-) -> None:
-    """OPEN -> CONNECT(auth) -> subscribe -> ack, answering pings on the way."""
-    opened = await ws.recv()
-    if not isinstance(opened, str) or not opened.startswith("0"):
-        raise SetupError(f"expected Engine.IO open packet, got {str(opened)[:80]!r}")
-    await ws.send("40" + json.dumps({"token": token}))
-    while True:
-        msg = await ws.recv()
-        if msg == "2":
-            await ws.send("3")
-        elif isinstance(msg, str) and msg.startswith("40"):
-            break
-        elif isinstance(msg, str) and msg.startswith("44"):
-            raise SetupError(f"connect refused: {msg[2:200]}")
-        else:
-            raise SetupError(f"unexpected packet before connect ack: {str(msg)[:80]!r}")
-    await ws.send("420" + json.dumps(["subscribe", {"instance": instance}]))
-    while True:
-        msg = await ws.recv()
-        if msg == "2":
-            await ws.send("3")
-        elif isinstance(msg, str) and msg.startswith("430"):
-            ack = json.loads(msg[3:])
-            payload = ack[0] if isinstance(ack, list) and ack else None
-            if not (isinstance(payload, dict) and payload.get("ok") is True):
-                raise SetupError(f"subscribe refused: {msg[3:200]}")
-            return
-        elif isinstance(msg, str) and msg.startswith("42"):
-            rec.record(index, msg, time.time_ns())  # an update may race the ack
-        else:
-            raise SetupError(
-                f"unexpected packet before subscribe ack: {str(msg)[:80]!r}"
-            )
-
-
-async def _viewer(
-    spec: ViewerSpec,
-    token: str,
-    rec: Recorder,
-    gate: asyncio.Semaphore,
-    results: dict[int, str | None],
-    closing: asyncio.Event,
-) -> None:
-    """Connect+subscribe (bounded concurrency, 3 attempts), then count updates until closed."""
+async def _viewer(spec: ViewerSpec, opts: _Options, rec: Recorder,
+                  results: dict[int, str | None]) -> None:
+    """Connect and subscribe (bounded concurrency, 3 attempts), then count updates until closed."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
     url = f"ws://127.0.0.1:{spec.port}{WS_PATH}"
     ws = None
     error: str | None = None
-    async with gate:  # a connect storm of 1,000 sockets would overflow listen backlogs
+    async with opts.gate:  # a connect storm of 1,000 sockets would overflow listen backlogs
         for attempt in range(3):
             try:
-                # compression=None: socket.io/engine.io servers default to no permessage-deflate
-                # for websockets; keeping it off keeps both sides comparable and the client cheap.
+                # compression=None unless asked: socket.io servers default to no permessage-deflate
+                # for websockets; keeping it off keeps both sides comparable and the client cheap
+                # (browsers do offer it: --client-deflate in memory.py measures that case).
                 # ping_interval=None: Engine.IO does its own pings at the application level.
-                ws = await connect(
-                    url,
-                    compression=None,
-                    ping_interval=None,
-                    open_timeout=20,
-                    close_timeout=1,
-                    max_size=2**22,
-                )
-                await asyncio.wait_for(
-                    _handshake(ws, token, spec.instance, rec, spec.index), 20
-                )
+                ws = await connect(url, compression="deflate" if opts.deflate else None,
+                                   ping_interval=None, open_timeout=20, close_timeout=1,
+                                   max_size=2**22)
+                await asyncio.wait_for(handshake(
+                    ws, opts.token, spec.instance,
+                    lambda msg: rec.record(spec.index, msg, time.time_ns())), 20)
                 error = None
                 break
             # Any failure (refused, reset, timeout, bad packet) is reported, never raised:
@@ -192,37 +134,30 @@ async def _viewer(
                 rec.record(spec.index, msg, now)
             elif msg == b"2":
                 await ws.send("3")
-            elif (
-                msg.startswith(b"41") or msg == b"1"
-            ):  # socket.io DISCONNECT / engine.io CLOSE
+            elif msg.startswith(b"41") or msg == b"1":  # socket.io DISCONNECT / engine.io CLOSE
                 break
     except ConnectionClosed:
         pass
     finally:
-        if not closing.is_set():
+        if not opts.closing.is_set():
             rec.disconnects += 1
         await ws.close()
 
 
-async def _child(
-    conn: Connection, specs: list[ViewerSpec], token: str, marker: str, concurrency: int
-) -> None:
+async def _child(conn: Connection, specs: list[ViewerSpec], token: str, marker: str,
+                 concurrency: int, deflate: bool) -> None:
     async def next_command() -> tuple[Any, ...]:
         # Blocking recv in a thread, not loop.add_reader: add_reader switches the pipe to
         # non-blocking mode, and a multi-MB `collect` reply then fails with EAGAIN.
         try:
-            return await asyncio.to_thread(conn.recv)  # type: ignore[no-any-return]
+            return await asyncio.to_thread(conn.recv)
         except (EOFError, OSError):  # parent died: stop
             return ("close",)
 
     rec = Recorder(marker=marker)
-    gate = asyncio.Semaphore(concurrency)
+    opts = _Options(token, deflate, asyncio.Semaphore(concurrency), asyncio.Event())
     results: dict[int, str | None] = {}
-    closing = asyncio.Event()
-    tasks = [
-        asyncio.create_task(_viewer(s, token, rec, gate, results, closing))
-        for s in specs
-    ]
+    tasks = [asyncio.create_task(_viewer(s, opts, rec, results)) for s in specs]
 
     # Setup phase: report once every viewer has either subscribed or failed.
     while len(results) < len(specs):
@@ -243,7 +178,7 @@ async def _child(
         elif op == "collect":
             conn.send(("data", *rec.take()))
         elif op == "close":
-            closing.set()
+            opts.closing.set()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -254,14 +189,13 @@ async def _child(
             return
 
 
-def child_main(
-    conn: Connection, specs: list[ViewerSpec], token: str, marker: str, concurrency: int
-) -> None:
+def child_main(conn: Connection, specs: list[ViewerSpec], token: str, marker: str,
+               concurrency: int, deflate: bool) -> None:
     """Entry point of a viewer process (multiprocessing target)."""
     # The parent owns Ctrl-C handling and tells us to close; a SIGINT here would only
     # produce tracebacks and skew the last measurement.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    coro = _child(conn, specs, token, marker, concurrency)
+    coro = _child(conn, specs, token, marker, concurrency, deflate)
     try:
         import uvloop  # cheaper loop = less client CPU competing with the server
 
@@ -277,46 +211,38 @@ def child_main(
 class Deliveries:
     """All deliveries collected from the viewer processes for one step."""
 
-    eids: array
-    recv_ns: array
-    conns: array
+    eids: array[int]
+    recv_ns: array[int]
+    conns: array[int]
     unmatched: int
     disconnects: int
 
 
 class ViewerPool:
-    """Parent-side handle on the viewer processes."""
+    """Parent-side handle on the viewer processes. ``deflate``: offer permessage-deflate, as
+    browsers do."""
 
-    def __init__(self, token: str, marker: str, concurrency: int = 64) -> None:
+    def __init__(self, token: str, marker: str, concurrency: int = 64, deflate: bool = False) -> None:
         import multiprocessing as mp
 
-        self._ctx = mp.get_context(
-            "spawn"
-        )  # no fork of the parent's running event loop
+        self._ctx = mp.get_context("spawn")  # no fork of the parent's running event loop
         self._token = token
         self._marker = marker
         self._concurrency = concurrency
+        self._deflate = deflate
         self._conns: list[Connection] = []
         self._pending: list[Connection] = []  # started, "ready" not yet received
         self.processes: list[Any] = []
 
     def add(self, specs: list[ViewerSpec], procs: int) -> None:
-        """Start `procs` more viewer processes sharing `specs`; they connect at once."""
+        """Start ``procs`` more viewer processes sharing ``specs``; they connect at once."""
         procs = max(1, min(procs, len(specs)))
         for p in range(procs):
             parent_end, child_end = self._ctx.Pipe()
             proc = self._ctx.Process(
-                target=child_main,
-                args=(
-                    child_end,
-                    specs[p::procs],
-                    self._token,
-                    self._marker,
-                    max(1, self._concurrency // procs),
-                ),
-                daemon=True,
-                name=f"viewers-{len(self.processes)}",
-            )
+                target=child_main, daemon=True, name=f"viewers-{len(self.processes)}",
+                args=(child_end, specs[p::procs], self._token, self._marker,
+                      max(1, self._concurrency // procs), self._deflate))
             proc.start()
             child_end.close()
             self._conns.append(parent_end)
@@ -336,12 +262,10 @@ class ViewerPool:
     async def _all(self, cmd: tuple[Any, ...], timeout: float) -> list[tuple[Any, ...]]:
         for conn in self._conns:
             conn.send(cmd)
-        return list(
-            await asyncio.gather(*(self._recv(c, timeout) for c in self._conns))
-        )
+        return list(await asyncio.gather(*(self._recv(c, timeout) for c in self._conns)))
 
     async def wait_ready(self, timeout: float) -> tuple[list[int], list[str]]:
-        """Indices of viewers subscribed by the last `add`, and a few distinct error messages."""
+        """Indices of viewers subscribed by the last ``add``, and a few distinct error messages."""
         pending, self._pending = self._pending, []
         replies = await asyncio.gather(*(self._recv(c, timeout) for c in pending))
         ok: list[int] = []

@@ -26,7 +26,7 @@ def evolution_event(name: str, *, instance: str = "my-instance", date_time: str 
                     code: str | None = None, image: str | None = None) -> dict[str, Any]:
     """An Evolution webhook fixture, with the instance / time / QR code / QR image changed
     where asked."""
-    body = copy.deepcopy(fixture("evolution", name))
+    body: dict[str, Any] = copy.deepcopy(fixture("evolution", name))
     body["instance"] = instance
     if isinstance(body.get("data"), dict) and "instance" in body["data"]:
         body["data"]["instance"] = instance

@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 _RUNNING: list[ManagedProcess] = []
@@ -46,11 +47,27 @@ def http_status(url: str, timeout: float = 2.0) -> int:
         return 0
 
 
+def wait_healthy(url: str, procs: Sequence[ManagedProcess], timeout: float) -> None:
+    """Poll GET ``url`` until it answers 200. Raises RuntimeError as soon as one of ``procs``
+    has exited (a crash must not wait out the timeout), TimeoutError after ``timeout`` s; both
+    messages end with the end of the processes' logs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}: {proc.output()}")
+        if http_status(url, 1.0) == 200:
+            return
+        time.sleep(0.05)
+    logs = "\n".join(proc.output(2000) for proc in procs)
+    raise TimeoutError(f"GET {url} did not answer 200 within {timeout:g} s: {logs}")
+
+
 class ManagedProcess:
     """A process started in its own session (pgid = pid), its output in a log file."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, cwd: Path | None = None) -> None:
         self.name = name
         self.argv = argv
         if log_path is None:
@@ -64,7 +81,7 @@ class ManagedProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
         self.popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+                                      stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
         self.pid = self.popen.pid
         _RUNNING.append(self)
 

@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from relay.config import Settings
 from relay.core import Relay
 from relay.server import UVICORN_WS
 
-from .procs import ManagedProcess, free_port, http_status
+from .procs import ManagedProcess, free_port, wait_healthy
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 
@@ -76,13 +75,23 @@ async def running_relay(**changes: Any) -> AsyncIterator[RelayServer]:
         await server.stop()
 
 
+def process_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a relay process: this process's, minus its ``RELAY_*`` variables
+    (a stray ``RELAY_WEBHOOK_SECRET`` or ``RELAY_REDIS_URL`` in the caller's shell would turn every
+    webhook into a 401 or share state with another relay), plus the test secret and a quiet log
+    level, then ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    return {**clean, "RELAY_SECRET": SECRET, "RELAY_LOG_LEVEL": "warning", **(env or {})}
+
+
 class RelayProcess:
-    """``relay serve`` as a separate OS process group (CLI, multi-worker and fault tests, bench)."""
+    """``relay serve`` as a separate OS process group (CLI, multi-worker and fault tests, bench),
+    on 127.0.0.1; ``args`` are more ``relay serve`` options, e.g. ``["--workers", "2"]``."""
 
     def __init__(self, env: dict[str, str], args: list[str] | None = None, *,
                  log_path: Path | None = None, port: int | None = None):
         self.port = port or free_port()
-        self.env = {**os.environ, "RELAY_SECRET": SECRET, "RELAY_LOG_LEVEL": "warning", **env}
+        self.env = process_env(env)
         self.args = args or []
         self.log_path = log_path
         self.proc: ManagedProcess | None = None
@@ -92,18 +101,13 @@ class RelayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
+        """Start it and wait for ``/healthz`` (with several workers: the first one's)."""
         self.proc = ManagedProcess(
             f"relay-{self.port}",
-            [sys.executable, "-m", "relay", "serve", "--port", str(self.port), *self.args],
+            [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             *self.args],
             env=self.env, log_path=self.log_path)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.proc.alive():
-                raise RuntimeError(f"relay exited with {self.proc.popen.returncode}: {self.output()}")
-            if http_status(f"{self.url}/healthz", 0.5) == 200:
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"relay did not become healthy: {self.output()}")
+        wait_healthy(f"{self.url}/healthz", [self.proc], timeout)
 
     @property
     def pid(self) -> int:

@@ -1,0 +1,35 @@
+"""bench/ builds on tests/support: its scripts must still start, from any working directory,
+when a helper here changes (the benchmarks themselves are too slow and noisy for the suite)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.fixtures import REPO
+
+
+@pytest.mark.parametrize("script", ["run.py", "memory.py"])
+def test_bench_script_starts_from_anywhere(script: str, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+
+
+def test_bench_webhook_body_is_the_fixture_at_the_wanted_size(tmp_path: Path) -> None:
+    probe = ("import sys; sys.path[:0] = sys.argv[1:]; from webhooks import BodyFactory; "
+             "f = BodyFactory(6144, 'BENCHtestE'); "
+             "sys.stdout.write(f.body(42, 'bench-0001', 0).decode())")
+    result = subprocess.run([sys.executable, "-c", probe, str(REPO / "bench"), str(REPO)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert abs(len(result.stdout) - 6144) < 64
+    assert body["event"] == "qrcode.updated" and body["instance"] == "bench-0001"
+    assert body["data"]["qrcode"]["code"].startswith("2@BENCHtestE0000000042X")
+    assert body["data"]["qrcode"]["base64"].startswith("data:image/png;base64,iVBORw0KGgo")
