@@ -86,7 +86,8 @@ class RelayApp:
                     s.redis_url, prefix=s.key_prefix, qr_ttl=s.qr_ttl, qr_wait=s.qr_wait,
                     default_upstream=s.upstream_name))
             http = await stack.enter_async_context(aiohttp.ClientSession())
-            core = Relay(backend, self.manager, self.metrics, default_upstream=s.upstream_name)
+            core = Relay(backend, self.manager, self.metrics, default_upstream=s.upstream_name,
+                         qr_wait=s.qr_wait, auto_connect=s.auto_connect == "on-view")
             core.gateways = build_gateways(s, core, http)
             SocketEdge(self.sio, self.manager, core, s.secret)
             self.core = core

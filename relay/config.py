@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 
 SOCKET_MODES = ("off", "global", "instances")
+AUTO_CONNECT = ("off", "on-view")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # The repository layout: relay/ and web/ side by side. An installed image points RELAY_WEB_DIR elsewhere.
 DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -41,6 +42,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     qr_ttl: float = 45.0
     qr_wait: float = 30.0
+    auto_connect: str = "on-view"
     key_prefix: str = "relay"
     log_level: str = "info"
     web_dir: Path = DEFAULT_WEB_DIR
@@ -79,6 +81,7 @@ class Settings:
             "allowed_origins": r.items("RELAY_ALLOWED_ORIGINS"),
             "qr_ttl": r.number("RELAY_QR_TTL", 45.0, lo=1.0, hi=3600.0),
             "qr_wait": r.number("RELAY_QR_WAIT", 30.0, lo=0.1, hi=3600.0),
+            "auto_connect": r.choice("RELAY_AUTO_CONNECT", AUTO_CONNECT, "on-view"),
             "key_prefix": r.text("RELAY_KEY_PREFIX", "relay"),
             "log_level": r.choice("RELAY_LOG_LEVEL", LOG_LEVELS, "info"),
             "web_dir": Path(r.text("RELAY_WEB_DIR", str(DEFAULT_WEB_DIR))),

@@ -29,7 +29,7 @@ class Gateway(Protocol):
 
     name: str
 
-    async def connect(self, instance: str) -> None: ...
+    async def connect(self, instance: str, number: str | None = None) -> None: ...
 
     async def logout(self, instance: str) -> None: ...
 
@@ -50,12 +50,14 @@ class Relay:
     """Store, broker, hub, gateway status and tasks of one worker, and the operations on them."""
 
     def __init__(self, backend: Backend, delivery: Delivery, metrics: Metrics, *,
-                 default_upstream: str):
+                 default_upstream: str, qr_wait: float = 30.0, auto_connect: bool = False):
         self.records = backend.records
         self.coordination = backend.coordination
         self.broker = backend.broker
         self.metrics = metrics
         self.default_upstream = default_upstream
+        self.qr_wait = qr_wait
+        self.auto_connect = auto_connect
         self.hub = Hub(backend.broker, delivery, metrics)
         self.tasks = Tasks()
         self.gateways: dict[str, Gateway] = {}
@@ -121,6 +123,7 @@ class Relay:
             await self.hub.watch(instance)
             first = await self.snapshot(instance)
             viewer.offer(first["seq"], encode(first))
+            self.viewed(instance, first)
             async for item in viewer.updates(keepalive):
                 yield item
         finally:
@@ -138,11 +141,34 @@ class Relay:
             return self.gateways[record.snapshot["upstream"]["name"]]
         return next(iter(self.gateways.values()))
 
-    async def connect(self, instance: str) -> Snapshot:
-        """Ask the instance's gateway for a (new) QR; the QR itself comes as an update."""
+    async def connect(self, instance: str, number: str | None = None) -> Snapshot:
+        """Ask the instance's gateway for a (new) QR, or a pairing code for ``number``; it comes
+        as an update."""
         gateway = await self.gateway_for(instance)
-        await gateway.connect(instance)
+        await gateway.connect(instance, number)
         return await self.snapshot(instance)
+
+    def controls(self) -> dict[str, bool]:
+        """What a page may offer: asking for a QR, or for a code to type on the phone."""
+        return {"connect": bool(self.gateways), "phone": bool(self.gateways)}
+
+    def viewed(self, instance: str, snapshot: Snapshot) -> None:
+        """A viewer subscribed and got ``snapshot``. With auto-connect on, a closed or unknown
+        instance (never one removed or past its QR limit) is asked for a QR: once per
+        RELAY_QR_WAIT per instance across all workers."""
+        reason = snapshot["reason"]
+        if (self.auto_connect and self.gateways and snapshot["state"] in ("close", "unknown")
+                and (reason is None or reason["code"] not in ("removed", "qr_limit"))):
+            self.spawn("auto-connect", self._auto_connect(instance))
+
+    async def _auto_connect(self, instance: str) -> None:
+        try:
+            if await self.coordination.claim(f"auto-connect:{instance}", self.qr_wait):
+                await self.connect(instance)
+        except RelayError as exc:  # the viewer sees it in the snapshot (upstream, reason)
+            log.info("could not ask the gateway for a QR for %r on view: %s", instance, exc.detail)
+        except Exception as exc:
+            log.warning("auto-connect of one instance failed: %s", exc.__class__.__name__)
 
     async def logout(self, instance: str) -> Snapshot:
         gateway = await self.gateway_for(instance)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import AsyncIterator
 
@@ -22,6 +23,8 @@ from .auth import Viewer, admin_allowed, bearer, verify_token
 from .config import Settings
 from .core import Relay
 from .errors import AuthError, RelayError
+from .http import TooLarge, error, from_exc, read_body
+from .phone import BadNumber, phone_number
 from .wire import sse_update
 
 SSE_KEEPALIVE = 15.0
@@ -33,16 +36,6 @@ def core(request: Request) -> Relay:
 
 def config(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
-
-
-def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """Every HTTP error is JSON with a stable ``error`` code and a human ``detail``."""
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
-
-
-def from_exc(exc: RelayError) -> JSONResponse:
-    headers = {"Retry-After": "5"} if exc.status == 503 else None
-    return error(exc.status, exc.code, exc.detail, headers)
 
 
 def viewer_for(request: Request, instance: str) -> Viewer | JSONResponse:
@@ -118,9 +111,28 @@ async def connect(request: Request) -> Response:
     if isinstance(checked, JSONResponse):
         return checked
     try:
-        return JSONResponse(await core(request).connect(instance), status_code=202)
+        number = await _number(request)
+        return JSONResponse(await core(request).connect(instance, number), status_code=202)
     except RelayError as exc:
         return from_exc(exc)
+
+
+async def _number(request: Request) -> str | None:
+    """The phone number of a ``connect`` that asks for a pairing code (``{"number": ...}``);
+    None for a plain request for a QR (no body, or a body without ``number``)."""
+    try:
+        raw = await read_body(request, 4096)
+    except TooLarge:
+        raise BadNumber("the body of connect is at most {\"number\": \"<digits>\"}") from None
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadNumber("the body of connect must be JSON, e.g. {\"number\": \"5511999999999\"}") from None
+    if not isinstance(body, dict) or body.get("number") in (None, ""):
+        return None
+    return phone_number(body["number"])
 
 
 async def logout(request: Request) -> Response:

@@ -70,7 +70,8 @@ class SocketEdge:
         except RelayError as exc:
             # Still subscribed: the viewer gets the state as soon as the store is back.
             return _error("unavailable", exc.detail)
-        return {"ok": True, "snapshot": snapshot}
+        self.core.viewed(instance, snapshot)
+        return {"ok": True, "snapshot": snapshot, "controls": self.core.controls()}
 
     async def unsubscribe(self, sid: str, data: Any) -> dict[str, Any]:
         instance = data.get("instance") if isinstance(data, dict) else None

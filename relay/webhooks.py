@@ -22,7 +22,7 @@ from .auth import webhook_allowed
 from .core import Relay
 from .errors import BadEventError, RelayError
 from .gateways import evolution, wppconnect
-from .routes import error
+from .http import TooLarge, error, read_body
 from .snapshot import Event
 
 log = logging.getLogger("relay.webhooks")
@@ -42,23 +42,6 @@ KNOWN_IGNORED = frozenset({
     "messages.upsert", "messages.update", "contacts.update", "chats.update", "presence.update",
     "onmessage", "onack", "onpresencechanged", "unreadmessages",
 })
-
-
-class TooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _label(name: Any) -> str:

@@ -118,6 +118,18 @@ class WPPConnectEvents(GatewayEmulator):
         body.update(session=session, qrcode=sess.png, urlcode=sess.urlcode)
         return self._webhook(session, body)
 
+    async def emit_phone_code(self, session: str, phone: str) -> dict[str, Any]:
+        """Pairing-code login (start-session with ``phone``): status PHONECODE, socket
+        ``phoneCode`` then webhook ``phoneCode`` (shapes of protocols §3, §4.2). Returns the
+        webhook body."""
+        sess = self._entry(session)
+        sess.status = "PHONECODE"
+        code = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTVWXYZ0123456789") for _ in range(8))
+        code = f"{code[:4]}-{code[4:]}"
+        await self._broadcast("phoneCode", {"data": code, "phone": phone, "session": session})
+        return self._webhook(session, {"event": "phoneCode", "session": session, "phoneCode": code,
+                                       "phone": phone})
+
     async def status_find(self, session: str, status: str) -> dict[str, Any]:
         """Send a ``status-find`` webhook only (no state change; there is no socket event for it)."""
         body = fixtures.load("wppconnect", "webhook-status-find")
@@ -199,6 +211,10 @@ class WPPConnectEvents(GatewayEmulator):
             await self.status_find(sess.name, "isLogged")
             await self.status_find(sess.name, "inChat")
             await self._connected(sess.name)
+            return
+        phone = self._configs.get(sess.name, {}).get("phone")
+        if phone:
+            await self.emit_phone_code(sess.name, str(phone))
             return
         await self.status_find(sess.name, "notLogged")
         while current() and sess.status in ("INITIALIZING", "QRCODE"):

@@ -54,8 +54,9 @@ class Gateway(abc.ABC):
 
     # -- what a gateway must provide ----------------------------------------------------------
     @abc.abstractmethod
-    async def request_qr(self, instance: str) -> list[Event]:
-        """Ask for a (new) QR; return what the answer already tells (may be nothing)."""
+    async def request_qr(self, instance: str, number: str | None = None) -> list[Event]:
+        """Ask for a (new) QR, or with ``number`` a pairing code for that phone; return what
+        the answer already tells (may be nothing)."""
 
     @abc.abstractmethod
     async def request_logout(self, instance: str) -> None: ...
@@ -90,12 +91,13 @@ class Gateway(abc.ABC):
         self.metrics.webhooks.labels(self.name, event.cause, "socket").inc()
 
     # -- used by the routes (any worker) --------------------------------------------------------
-    async def connect(self, instance: str) -> None:
-        """Ask the gateway for a QR. Failures become 502/504 and are shown to viewers."""
+    async def connect(self, instance: str, number: str | None = None) -> None:
+        """Ask the gateway for a QR (or a pairing code for ``number``). Failures become 502/504
+        and are shown to viewers."""
         self.extra_instances.add(instance)
         started = now_ms()
         try:
-            events = await self.request_qr(instance)
+            events = await self.request_qr(instance, number)
         except UpstreamError as exc:
             if exc.code != "instance_not_found":
                 await self.sink.report_reachability(self.name, False, exc.detail, also=instance)

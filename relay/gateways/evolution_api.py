@@ -45,9 +45,11 @@ class EvolutionClient:
                                 code="gateway_error", status=502)
         return body
 
-    async def connect(self, instance: str) -> Event | None:
-        """Ask for a (new) QR. The answer may hold it, or ``{"count":0}`` (it comes later)."""
-        body = await self._call("GET", f"/instance/connect/{quote(instance, safe='')}")
+    async def connect(self, instance: str, number: str | None = None) -> Event | None:
+        """Ask for a (new) QR, with ``number`` also a pairing code. The answer may hold it, or
+        ``{"count":0}`` (it comes later as an event)."""
+        query = f"?number={quote(number, safe='')}" if number else ""
+        body = await self._call("GET", f"/instance/connect/{quote(instance, safe='')}{query}")
         return connect_answer(instance, body)
 
     async def state_of(self, instance: str) -> Any:

@@ -41,9 +41,24 @@ class EvolutionGateway(Gateway):
         self.client = EvolutionClient(http, url, apikey, timeout)
         self.gateway_instances: set[str] = set()
 
-    async def request_qr(self, instance: str) -> list[Event]:
-        event = await self.client.connect(instance)
+    async def request_qr(self, instance: str, number: str | None = None) -> list[Event]:
+        if number is not None and await self.client.state_of(instance) == "connecting":
+            # While connecting, Evolution ignores `number` and answers the current QR (§4.3):
+            # end that socket first (logout works while connecting), then start one with it.
+            await self._end_pairing(instance)
+        event = await self.client.connect(instance, number)
         return [event] if event is not None else []
+
+    async def _end_pairing(self, instance: str, wait: float = 5.0) -> None:
+        try:
+            await self.client.logout(instance)
+        except UpstreamError as exc:
+            if exc.code != "gateway_error":  # 400 "not connected": nothing to end
+                raise
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline and await self.client.state_of(instance) == "connecting":
+            await asyncio.sleep(0.2)
 
     async def request_logout(self, instance: str) -> None:
         await self.client.logout(instance)

@@ -116,11 +116,17 @@ class WPPConnectClient:
             raise self._fail(status, answer)
         return answer
 
-    async def start_session(self, session: str) -> Event | None:
-        """``POST start-session`` with an EMPTY body: a non-empty one would replace the session's
-        stored config, webhook included (§2.2, §8.9). The answer is the state before the start."""
-        answer = await self._call("POST", session, "start-session", {})
+    async def start_session(self, session: str, phone: str | None = None) -> Event | None:
+        """``POST start-session``, with ``phone`` for a pairing code. Otherwise with an EMPTY
+        body: a non-empty one replaces the session's stored config, its webhook included
+        (§2.2, §8.9). The answer is the state before the start."""
+        answer = await self._call("POST", session, "start-session", {"phone": phone} if phone else {})
         return session_state(session, answer, cause="connect", starting=True)
+
+    async def close_session(self, session: str) -> None:
+        """``POST close-session`` (keeps the login data; answers 500 during the QR phase, but
+        still resets the session so that the next start-session starts, §2.1)."""
+        await self._call("POST", session, "close-session")
 
     async def status_session(self, session: str) -> Event | None:
         """``GET status-session`` as an event (for resync). No body, so no Content-Type (§10)."""

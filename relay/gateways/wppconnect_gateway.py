@@ -43,9 +43,18 @@ class WPPConnectGateway(Gateway):
         # Set while this worker follows the socket (connected and resynced); for tests and logs.
         self.socket_connected = asyncio.Event()
 
-    async def request_qr(self, instance: str) -> list[Event]:
+    async def request_qr(self, instance: str, number: str | None = None) -> list[Event]:
         read_at = now_ms()
-        event = await self.client.start_session(instance)
+        if number is not None:
+            answer = await self.client.status_answer(instance)
+            if isinstance(answer, dict) and answer.get("status") in ("INITIALIZING", "QRCODE", "PHONECODE"):
+                # start-session restarts only a closed session (§2.2): close the QR phase first.
+                try:
+                    await self.client.close_session(instance)
+                except UpstreamError as exc:
+                    if exc.code != "gateway_error":  # the QR phase answers 500, and still resets
+                        raise
+        event = await self.client.start_session(instance, number)
         # The answer is the state when the request arrived (§8.6): anything stored since then
         # (a QR webhook racing the answer) is newer, so stamp it like a resync read.
         return [dataclasses.replace(event, read_at_ms=read_at)] if event is not None else []

@@ -59,9 +59,14 @@ class RelayServer:
             await asyncio.wait_for(self.task, 10)
 
 
+# Tests ask the gateway themselves unless they test auto-connect (the default of `relay serve`).
+TEST_ENV = {"RELAY_SECRET": SECRET, "RELAY_LOG_LEVEL": "warning", "RELAY_AUTO_CONNECT": "off"}
+
+
 def settings(**changes: Any) -> Settings:
-    """Test settings: a fixed secret, a free port, everything else default unless changed."""
-    base = Settings.from_env({"RELAY_SECRET": SECRET, "RELAY_LOG_LEVEL": "warning"})
+    """Test settings: a fixed secret, a free port, no auto-connect, everything else default
+    unless changed."""
+    base = Settings.from_env(TEST_ENV)
     return base.replace(port=free_port(), **changes)
 
 
@@ -81,7 +86,7 @@ def process_env(env: dict[str, str] | None = None) -> dict[str, str]:
     webhook into a 401 or share state with another relay), plus the test secret and a quiet log
     level, then ``env``."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    return {**clean, "RELAY_SECRET": SECRET, "RELAY_LOG_LEVEL": "warning", **(env or {})}
+    return {**clean, **TEST_ENV, **(env or {})}
 
 
 class RelayProcess:
