@@ -21,6 +21,7 @@ from .core import Gateway, Relay
 from .gateways.evolution_gateway import EvolutionGateway
 from .gateways.wppconnect_gateway import WPPConnectGateway
 from .metrics import Metrics
+from .origins import OriginLog
 from .internals import RelayManager, create_server
 from .sockets import SocketEdge
 from .state import Backend, open_backend
@@ -67,7 +68,8 @@ class RelayApp:
         self.webhooks = WebhookEndpoint(self.http_app, secret=settings.webhook_secret,
                                         max_body=settings.max_body,
                                         max_inflight=settings.max_inflight)
-        self.asgi = socketio.ASGIApp(self.sio, other_asgi_app=self.webhooks, socketio_path="socket.io")
+        self.asgi = OriginLog(socketio.ASGIApp(self.sio, other_asgi_app=self.webhooks,
+                                               socketio_path="socket.io"), settings.allowed_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.asgi(scope, receive, send)
@@ -96,8 +98,7 @@ class RelayApp:
             stack.push_async_callback(core.close)
             await core.start()
             core.spawn("slow-viewers", self.manager.evict_slow_viewers(self.metrics.slow_viewers.inc))
-            log.info("relay ready (pid %d, state: %s)", os.getpid(),
-                     "redis" if s.redis_url else "in-memory")
+            log.debug("worker started (pid %d)", os.getpid())
             yield {"core": core}
 
 

@@ -23,14 +23,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, object]:
 def serve(args: argparse.Namespace) -> int:
     from .server import serve as run
 
-    settings = Settings.from_env(os.environ, **_serve_overrides(args))
-    if settings.secret_generated:
-        link = (f"http://{settings.host}:{settings.port}/?instance=my-instance&token="
-                f"{mint_token(settings.secret, ['*'], 24 * 3600)}")
-        print("RELAY_SECRET is not set: using a throwaway secret for this run (viewer tokens die "
-              "with it). Set RELAY_SECRET in production.", file=sys.stderr)
-        print(f"Open the page: {link}", file=sys.stderr, flush=True)
-    run(settings)
+    run(Settings.from_env(os.environ, **_serve_overrides(args)))
     return 0
 
 
@@ -38,6 +31,8 @@ def token(args: argparse.Namespace) -> int:
     settings = Settings.from_env(os.environ)
     if settings.secret_generated:
         raise ConfigError("RELAY_SECRET must be set (at least 32 characters) to mint viewer tokens")
+    if args.ttl < 1:
+        raise ConfigError(f"--ttl must be at least 1 second, got {args.ttl}")
     print(mint_token(settings.secret, args.instance, args.ttl))
     return 0
 
@@ -46,7 +41,8 @@ def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(host=args.host or "127.0.0.1", port=args.port or 8000,
-                    instance=args.instance, every=args.every, log_level=args.log_level or "info")
+                    instance=args.instance, every=args.every, log_level=args.log_level or "info",
+                    gateway_port=args.gateway_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="dev only: the relay plus a fake local gateway with fake QRs")
     d.add_argument("--host")
-    d.add_argument("--port", type=int)
+    d.add_argument("--port", type=int, help="the relay's port (default 8000)")
+    d.add_argument("--gateway-port", type=int, help="the fake gateway's port (default --port + 1)")
     d.add_argument("--instance", default="demo", help="instance name to show (default demo)")
     d.add_argument("--every", type=float, default=5.0, help="seconds between fake QRs (default 5)")
     d.add_argument("--log-level")

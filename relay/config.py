@@ -16,6 +16,11 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 
 SOCKET_MODES = ("off", "global", "instances")
+# `relay serve` flags and the variables they stand for (an error names what the user typed).
+FLAGS = {"host": ("RELAY_HOST", "--host"), "port": ("RELAY_PORT", "--port"),
+         "workers": ("RELAY_WORKERS", "--workers"), "redis_url": ("RELAY_REDIS_URL", "--redis-url"),
+         "log_level": ("RELAY_LOG_LEVEL", "--log-level")}
+MIN_KEY = 16  # shortest webhook secret or admin key accepted: anything shorter is guessable
 AUTO_CONNECT = ("off", "on-view")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # The repository layout: relay/ and web/ side by side. An installed image points RELAY_WEB_DIR elsewhere.
@@ -33,6 +38,8 @@ class Settings:
     secret: str = ""
     secret_generated: bool = False
     webhook_secret: str | None = None
+    # RELAY_WEBHOOK_SECRET=none: webhooks without a secret on purpose (see from_env).
+    webhooks_open: bool = False
     admin_key: str | None = None
     evolution_url: str | None = None
     evolution_apikey: str | None = None
@@ -64,21 +71,27 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> "Settings":
-        """Build settings from ``RELAY_*`` variables; ``overrides`` (CLI flags) win when not None."""
-        r = _Reader(env)
+        """Build settings from ``RELAY_*`` variables; ``overrides`` (CLI flags, see FLAGS) win
+        when not None, and are checked like the variables they stand for."""
+        merged, labels = dict(env), {}
+        for key, value in overrides.items():
+            if value is not None:
+                variable, flag = FLAGS[key]
+                merged[variable], labels[variable] = str(value), flag
+        r = _Reader(merged, labels)
         values: dict[str, object] = {
             "host": r.text("RELAY_HOST", "127.0.0.1"),
             "port": r.integer("RELAY_PORT", 8000, lo=0, hi=65535),
             "workers": r.integer("RELAY_WORKERS", 1, lo=1, hi=256),
             "redis_url": r.url("RELAY_REDIS_URL", ("redis", "rediss", "unix")),
             "webhook_secret": r.opt("RELAY_WEBHOOK_SECRET"),
-            "admin_key": r.opt("RELAY_ADMIN_KEY"),
+            "admin_key": r.key("RELAY_ADMIN_KEY"),
             "evolution_url": r.url("RELAY_EVOLUTION_URL", ("http", "https")),
             "evolution_apikey": r.opt("RELAY_EVOLUTION_APIKEY"),
             "evolution_socket": r.choice("RELAY_EVOLUTION_SOCKET", SOCKET_MODES, "off"),
             "wppconnect_url": r.url("RELAY_WPPCONNECT_URL", ("http", "https")),
             "wppconnect_secret_key": r.opt("RELAY_WPPCONNECT_SECRET_KEY"),
-            "allowed_origins": r.items("RELAY_ALLOWED_ORIGINS"),
+            "allowed_origins": r.origins("RELAY_ALLOWED_ORIGINS"),
             "qr_ttl": r.number("RELAY_QR_TTL", 45.0, lo=1.0, hi=3600.0),
             "qr_wait": r.number("RELAY_QR_WAIT", 30.0, lo=0.1, hi=3600.0),
             "auto_connect": r.choice("RELAY_AUTO_CONNECT", AUTO_CONNECT, "on-view"),
@@ -91,9 +104,10 @@ class Settings:
             "probe_interval": r.number("RELAY_GATEWAY_PROBE_INTERVAL", 10.0, lo=0.1, hi=3600.0),
         }
         secret = r.opt("RELAY_SECRET")
-        for key, value in overrides.items():
-            if value is not None:
-                values[key] = value
+        _webhook_policy(values, r)
+        if secret is not None and secret == values["webhook_secret"]:
+            raise ConfigError("RELAY_WEBHOOK_SECRET must differ from RELAY_SECRET: with one secret, "
+                              "any viewer's token would also be a valid webhook credential")
         if secret is not None and len(secret) < 32:
             raise ConfigError("RELAY_SECRET must be at least 32 characters (it signs HS256 viewer tokens)")
         if secret is None:
@@ -116,12 +130,52 @@ class Settings:
     def replace(self, **changes: object) -> "Settings":
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
+    def warnings(self) -> list[str]:
+        """What start-up should say about choices that are allowed but risky."""
+        said = []
+        if self.webhook_secret is None:
+            said.append("RELAY_WEBHOOK_SECRET=none: anyone who reaches this relay can post QR codes "
+                        "to your viewers' pages" if self.webhooks_open else
+                        "webhooks need no secret (RELAY_WEBHOOK_SECRET is not set): fine on "
+                        f"{self.host} for development, set it anywhere else")
+        if "*" in self.allowed_origins:
+            said.append("RELAY_ALLOWED_ORIGINS=*: any website may embed the widget and call the API "
+                        "(viewer tokens still decide what it sees)")
+        return said
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "ip6-localhost")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def _webhook_policy(values: dict[str, object], r: "_Reader") -> None:
+    """Webhooks carry what viewers see, so a relay others can reach must authenticate them:
+    off loopback, RELAY_WEBHOOK_SECRET is required (or RELAY_WEBHOOK_SECRET=none, on purpose)."""
+    secret = values["webhook_secret"]
+    if isinstance(secret, str) and secret.lower() == "none":
+        values["webhook_secret"], values["webhooks_open"] = None, True
+        return
+    if secret is None and not is_loopback(str(values["host"])):
+        raise ConfigError(
+            f"RELAY_WEBHOOK_SECRET is required when listening on {values['host']}: otherwise anyone "
+            "who reaches the relay can put a QR code on your viewers' pages (set it, and give it to "
+            "the gateway; or set RELAY_WEBHOOK_SECRET=none to accept that on purpose)")
+    if isinstance(secret, str) and len(secret) < MIN_KEY:
+        raise ConfigError(f"RELAY_WEBHOOK_SECRET must be at least {MIN_KEY} characters")
+
 
 class _Reader:
-    """Typed access to the environment; every error names its variable."""
+    """Typed access to the environment; every error names its variable (or the flag that set it)."""
 
-    def __init__(self, env: Mapping[str, str]):
+    def __init__(self, env: Mapping[str, str], labels: Mapping[str, str] | None = None):
         self.env = env
+        self.labels = labels or {}
+
+    def name(self, variable: str) -> str:
+        return self.labels.get(variable, variable)
 
     def opt(self, name: str) -> str | None:
         value = self.env.get(name)
@@ -139,9 +193,9 @@ class _Reader:
         try:
             value = int(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+            raise ConfigError(f"{self.name(name)} must be a whole number, got {raw!r}") from None
         if not lo <= value <= hi:
-            raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+            raise ConfigError(f"{self.name(name)} must be between {lo} and {hi}, got {value}")
         return value
 
     def number(self, name: str, default: float, *, lo: float, hi: float) -> float:
@@ -151,15 +205,15 @@ class _Reader:
         try:
             value = float(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            raise ConfigError(f"{self.name(name)} must be a number, got {raw!r}") from None
         if not lo <= value <= hi:
-            raise ConfigError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+            raise ConfigError(f"{self.name(name)} must be between {lo:g} and {hi:g}, got {value:g}")
         return value
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         raw = (self.opt(name) or default).lower()
         if raw not in choices:
-            raise ConfigError(f"{name} must be one of {'|'.join(choices)}, got {raw!r}")
+            raise ConfigError(f"{self.name(name)} must be one of {'|'.join(choices)}, got {raw!r}")
         return raw
 
     def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
@@ -169,7 +223,7 @@ class _Reader:
         parts = urlsplit(raw)
         if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
             # Never echo the value: URLs often carry passwords.
-            raise ConfigError(f"{name} must be a {'/'.join(s + '://' for s in schemes)} URL")
+            raise ConfigError(f"{self.name(name)} must be a {'/'.join(s + '://' for s in schemes)} URL")
         return raw.rstrip("/") if parts.scheme in ("http", "https") else raw
 
     def items(self, name: str) -> tuple[str, ...]:
@@ -177,3 +231,23 @@ class _Reader:
         if raw is None:
             return ()
         return tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        """Browser origins: ``scheme://host[:port]`` each (a bare host never matches an Origin
+        header, so it would silently allow nothing), or ``*``."""
+        items = self.items(name)
+        for item in items:
+            parts = urlsplit(item)
+            if item != "*" and (parts.scheme not in ("http", "https") or not parts.netloc
+                                or parts.path or parts.query):
+                raise ConfigError(f"{name}: {item!r} is not an origin; write it as "
+                                  f"https://{parts.netloc or item.split('/')[0]} (scheme and host, "
+                                  "no path)")
+        return items
+
+    def key(self, name: str) -> str | None:
+        """A shared key that guards something (at least MIN_KEY characters)."""
+        raw = self.opt(name)
+        if raw is not None and len(raw) < MIN_KEY:
+            raise ConfigError(f"{name} must be at least {MIN_KEY} characters")
+        return raw

@@ -36,6 +36,7 @@ class DemoGateway(EvolutionEmulator):
     def _add_routes(self, app: web.Application) -> None:
         super()._add_routes(app)
         app.router.add_post("/scan", self._h_scan)
+        app.router.add_post("/logout", self._h_demo_logout)
 
     async def _h_scan(self, request: web.Request) -> web.Response:
         name = request.query.get("instance", "")
@@ -45,13 +46,26 @@ class DemoGateway(EvolutionEmulator):
         await self.scan(name, "Demo Phone")
         return web.json_response({"ok": True}, headers=CORS)
 
+    async def _h_demo_logout(self, request: web.Request) -> web.Response:
+        """Like logging out on the phone: the page then offers a new QR."""
+        name = request.query.get("instance", "")
+        inst = self.instances.get(name)
+        if inst is None or inst.state != "open":
+            return web.json_response({"ok": False, "detail": "not connected"}, status=409, headers=CORS)
+        inst.generation += 1
+        await self.logout(name)
+        return web.json_response({"ok": True}, headers=CORS)
 
-async def _main(host: str, port: int, instance: str, every: float, log_level: str) -> None:
+
+async def _main(host: str, port: int, gateway_port: int, instance: str, every: float,
+                log_level: str) -> None:
     gateway = DemoGateway(apikey=secrets.token_urlsafe(16), tz_offset_hours=0)
     gateway.qr_interval = every
-    gateway.retries = 2  # a post racing the relay's keep-alive timeout is sent again
+    # A post can race the relay's keep-alive timeout (both ~5 s) and find the connection
+    # closed ("Server disconnected"): it is sent again instead of being lost.
+    gateway.retries = 2
     gateway.add_instance(instance)
-    await gateway.start(port + 1)
+    await gateway.start(gateway_port)
     webhook_secret = secrets.token_urlsafe(16)
     settings = Settings.from_env({}).replace(
         host=host, port=port, webhook_secret=webhook_secret, admin_key=secrets.token_urlsafe(16),
@@ -82,8 +96,9 @@ async def _main(host: str, port: int, instance: str, every: float, log_level: st
         await gateway.stop()
 
 
-def run_demo(host: str, port: int, instance: str, every: float, log_level: str = "info") -> int:
-    """Run until Ctrl-C."""
+def run_demo(host: str, port: int, instance: str, every: float, log_level: str = "info",
+             gateway_port: int | None = None) -> int:
+    """Run until Ctrl-C (the fake gateway on ``gateway_port``, default the relay's port + 1)."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(host, port, instance, every, log_level))
+        asyncio.run(_main(host, port, gateway_port or port + 1, instance, every, log_level))
     return 0

@@ -106,7 +106,24 @@ def create_server(manager: RelayManager, *, origins: list[str], websocket_only: 
                                 logger=False, engineio_logger=False)
 
 
-def run_workers(config: uvicorn.Config) -> None:
+class AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, calling ``on_ready`` once its socket is bound and it accepts (so
+    "relay ready" is never said of a port that refuses connections)."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]):
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            self._on_ready()
+
+
+def run_workers(config: uvicorn.Config, on_bound: Callable[[], None]) -> None:
     """Serve ``config.workers`` processes on one port until a signal (what ``uvicorn.run`` does,
-    minus its demand for an import string: ``config.app`` is a picklable factory)."""
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    minus its demand for an import string: ``config.app`` is a picklable factory). The port is
+    bound here, before the workers start: connections wait in its backlog meanwhile."""
+    sockets = [config.bind_socket()]
+    on_bound()
+    Multiprocess(config, sockets=sockets).run()

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import functools
 import gc
+import json
+import logging
 import os
+import sys
 import tempfile
 from typing import Any
 
 import uvicorn
 
 from .app import RelayApp, create_app
-from .config import Settings
-from .internals import run_workers
+from .auth import mint_token
+from .config import Settings, is_loopback
+from .internals import AnnouncingServer, run_workers
+
+log = logging.getLogger("relay")
 
 # Browsers always offer permessage-deflate: accepting it keeps a zlib context per connection
 # (measured ~42 KB per viewer, doubling the total) to compress base64 PNGs that barely compress.
@@ -59,10 +65,47 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         proxy_headers=True, timeout_graceful_shutdown=5, lifespan="on", **UVICORN_WS)
 
 
+def announce(settings: Settings) -> None:
+    """Say that the relay listens (and, in development, how to try it)."""
+    log.info("relay ready on http://%s:%d (pid %d, %d worker(s), state: %s)", settings.host,
+             settings.port, os.getpid(), settings.workers,
+             "redis" if settings.redis_url else "in-memory")
+    if settings.secret_generated:
+        print(getting_started(settings), file=sys.stderr, flush=True)
+
+
+def getting_started(settings: Settings) -> str:
+    """The first hour: a page link, the webhook URL, a ready curl, and the Docker trap."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}"
+    hook = f"{base}/webhooks/evolution" + ("/<RELAY_WEBHOOK_SECRET>" if settings.webhook_secret else "")
+    body = json.dumps({"event": "connection.update", "instance": "my-instance",
+                       "data": {"instance": "my-instance", "state": "connecting", "statusReason": 200}})
+    token = mint_token(settings.secret, ["*"], 24 * 3600)
+    lines = [
+        "RELAY_SECRET is not set: this run uses a throwaway secret (viewer tokens die with it). "
+        "Set RELAY_SECRET in production.",
+        "Getting started:",
+        f"  1. Open the page of instance my-instance: {base}/?instance=my-instance&token={token}",
+        f"  2. Point the gateway's webhook at {hook}",
+        f"     (WPPConnect: {base}/webhooks/wppconnect?session=<session>)",
+        "  3. Or try it now, no gateway needed:",
+        f"     curl -X POST {hook} -H 'Content-Type: application/json' -d '{body}'",
+    ]
+    if is_loopback(settings.host):
+        lines.append("  A gateway in Docker cannot reach 127.0.0.1 of this machine: start the relay with "
+                     f"RELAY_HOST=0.0.0.0 (and a RELAY_WEBHOOK_SECRET) and use "
+                     f"http://host.docker.internal:{settings.port}/webhooks/evolution/<secret>.")
+    return "\n".join(lines)
+
+
 def serve(settings: Settings) -> None:
     """Serve until a signal: in this process, or in ``settings.workers`` spawned workers."""
+    config = uvicorn_config(settings)  # sets up logging
+    for warning in settings.warnings():
+        log.warning(warning)
     if settings.workers == 1:
-        uvicorn.Server(uvicorn_config(settings)).run()
+        AnnouncingServer(config, lambda: announce(settings)).run()
         return
     # One scrape must count every worker: prometheus_client shares values through files in a
     # folder it finds in PROMETHEUS_MULTIPROC_DIR (its own interface, read in each worker).
@@ -70,4 +113,4 @@ def serve(settings: Settings) -> None:
     with tempfile.TemporaryDirectory(prefix="relay-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         config = uvicorn_config(settings.replace(metrics_dir=metrics_dir))
-        run_workers(config)
+        run_workers(config, on_bound=lambda: announce(settings))

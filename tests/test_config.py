@@ -74,3 +74,55 @@ def test_cli_token_prints_a_verifiable_token() -> None:
 def test_cli_token_needs_the_secret() -> None:
     result = _cli("token", "--instance", "x")
     assert result.returncode == 2 and "RELAY_SECRET" in result.stderr
+
+
+@pytest.mark.parametrize("args, first_line", [
+    (["--log-level", "loud"], "relay: --log-level must be one of critical|error|warning|info|debug, got 'loud'"),
+    (["--port", "99999"], "relay: --port must be between 0 and 65535, got 99999"),
+    (["--workers", "3"], "relay: RELAY_WORKERS/--workers > 1 needs RELAY_REDIS_URL: in-memory state lives in one process"),
+])
+def test_cli_bad_flags_are_one_line(args: list[str], first_line: str) -> None:
+    result = _cli("serve", *args, env=GOOD)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [first_line]
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5"])
+def test_cli_token_refuses_a_ttl_below_one_second(ttl: str) -> None:
+    result = _cli("token", "--instance", "x", "--ttl", ttl, env=GOOD)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"relay: --ttl must be at least 1 second, got {ttl}"]
+
+
+@pytest.mark.parametrize("origins, ok", [
+    ("https://app.example.com,http://localhost:3000", True), ("*", True),
+    ("app.example.com", False), ("https://app.example.com/login", False), ("ftp://x", False),
+])
+def test_allowed_origins_must_be_origins(origins: str, ok: bool) -> None:
+    env = {**GOOD, "RELAY_ALLOWED_ORIGINS": origins}
+    if ok:
+        settings = Settings.from_env(env)
+        assert bool(settings.warnings()) == (origins == "*") or settings.webhook_secret is None
+        return
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert "RELAY_ALLOWED_ORIGINS" in info.value.detail and "https://" in info.value.detail
+
+
+def test_webhook_secret_policy() -> None:
+    with pytest.raises(ConfigError) as info:  # reachable by others, webhooks open: refused
+        Settings.from_env({**GOOD, "RELAY_HOST": "0.0.0.0"})
+    assert "RELAY_WEBHOOK_SECRET is required when listening on 0.0.0.0" in info.value.detail
+    on_purpose = Settings.from_env({**GOOD, "RELAY_HOST": "0.0.0.0", "RELAY_WEBHOOK_SECRET": "none"})
+    assert on_purpose.webhook_secret is None and on_purpose.webhooks_open
+    assert "anyone who reaches this relay" in on_purpose.warnings()[0]
+    local = Settings.from_env(GOOD)  # loopback: allowed for development, and said at start-up
+    assert local.webhook_secret is None and "RELAY_WEBHOOK_SECRET is not set" in local.warnings()[0]
+    secured = Settings.from_env({**GOOD, "RELAY_HOST": "0.0.0.0", "RELAY_WEBHOOK_SECRET": "w" * 16})
+    assert secured.warnings() == []
+    for env, words in [({"RELAY_WEBHOOK_SECRET": "short"}, "at least 16"),
+                       ({"RELAY_WEBHOOK_SECRET": GOOD["RELAY_SECRET"]}, "must differ from RELAY_SECRET"),
+                       ({"RELAY_ADMIN_KEY": "k"}, "RELAY_ADMIN_KEY must be at least 16")]:
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({**GOOD, **env})
+        assert words in info.value.detail
