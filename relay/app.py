@@ -17,10 +17,11 @@ from starlette.middleware.cors import CORSMiddleware
 
 from . import routes
 from .config import Settings
-from .core import Gateway, Relay
+from .core import Relay
 from .gateways.evolution_gateway import EvolutionGateway
 from .gateways.wppconnect_gateway import WPPConnectGateway
 from .metrics import Metrics
+from .ports import Gateway
 from .origins import OriginLog
 from .internals import RelayManager, create_server
 from .sockets import SocketEdge
@@ -89,8 +90,9 @@ class RelayApp:
                     default_upstream=s.upstream_name))
             http = await stack.enter_async_context(aiohttp.ClientSession())
             core = Relay(backend, self.manager, self.metrics, default_upstream=s.upstream_name,
-                         qr_wait=s.qr_wait, auto_connect=s.auto_connect == "on-view")
-            core.gateways = build_gateways(s, core, http)
+                         qr_wait=s.qr_wait, auto_connect=s.auto_connect == "on-view",
+                         gateway_poll=min(max(s.probe_interval / 2, 0.1), 5.0))
+            core.gateways.update(build_gateways(s, core, http))
             SocketEdge(self.sio, self.manager, core, s.secret)
             self.core = core
             self.metrics.watch_gc()

@@ -8,13 +8,16 @@ ingest an event, read a snapshot, watch and unwatch an instance, ask a gateway f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import RelayError, StoreUnavailable
-from .hub import Delivery, Hub, SSEViewer
+from .hub import Hub, SSEViewer
 from .metrics import Metrics
+from .ports import Delivery, Gateway
+from .reachability import Reachability
 from .snapshot import Event, Record, Snapshot, blank, live, now_ms
 from .state import Backend
 from .tasks import Tasks
@@ -22,23 +25,6 @@ from .watchdog import Watchdog
 from .wire import encode, frame, loads, unwire
 
 log = logging.getLogger("relay")
-
-
-class Gateway(Protocol):
-    """What the core needs of a gateway (:class:`relay.gateways.base.Gateway`)."""
-
-    name: str
-
-    async def connect(self, instance: str, number: str | None = None) -> None: ...
-
-    async def logout(self, instance: str) -> None: ...
-
-    async def resync_all(self, instances: list[str] | None = None) -> None: ...
-
-    async def describe(self, instance: str) -> str:
-        """What the gateway's REST API says of the instance, for a log line."""
-
-    def start(self) -> None: ...
 
 
 class NoGateway(RelayError):
@@ -50,7 +36,8 @@ class Relay:
     """Store, broker, hub, gateway status and tasks of one worker, and the operations on them."""
 
     def __init__(self, backend: Backend, delivery: Delivery, metrics: Metrics, *,
-                 default_upstream: str, qr_wait: float = 30.0, auto_connect: bool = False):
+                 default_upstream: str, qr_wait: float = 30.0, auto_connect: bool = False,
+                 gateway_poll: float = 5.0):
         self.records = backend.records
         self.coordination = backend.coordination
         self.broker = backend.broker
@@ -58,12 +45,13 @@ class Relay:
         self.default_upstream = default_upstream
         self.qr_wait = qr_wait
         self.auto_connect = auto_connect
+        self.gateway_poll = gateway_poll
         self.hub = Hub(backend.broker, delivery, metrics)
         self.tasks = Tasks()
         self.gateways: dict[str, Gateway] = {}
         self.started = False
-        # This worker's view of each gateway's reachability (the shared one is in coordination).
-        self.reachable: dict[str, tuple[bool, str | None]] = {}
+        self.reachability = Reachability(self.hub, backend.coordination, metrics, self.gateways,
+                                         self.spawn)
         self.watchdog = Watchdog(lambda instance: self.spawn("watchdog", self.stall(instance)))
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -73,6 +61,8 @@ class Relay:
         self.tasks.spawn("loop-lag", self.metrics.watch_loop_lag())
         for gateway in self.gateways.values():
             gateway.start()
+        if self.gateways:
+            self.tasks.spawn("gateway-status", self.reachability.follow(self.gateway_poll))
         self.started = True
 
     async def close(self) -> None:
@@ -99,10 +89,10 @@ class Relay:
             self.metrics.store_errors.inc()
             raise StoreUnavailable(f"state store unavailable: {exc.__class__.__name__}") from exc
         if stored is None:
-            return self.hub.overlay(blank(instance, self.default_upstream))
+            return self.hub.overlay.apply(blank(instance, self.default_upstream))
         if self.hub.watched(instance):
             self.watchdog.arm(instance, stored.deadline)
-        return self.hub.overlay(live(stored.snapshot))
+        return self.hub.overlay.apply(live(stored.snapshot))
 
     async def watch(self, instance: str) -> None:
         """One more local viewer of ``instance`` (read the snapshot after this, not before)."""
@@ -186,7 +176,7 @@ class Relay:
         checks["listener"] = bool(self.started and self.broker.healthy)
         gateways = []
         for name in self.gateways:
-            ok, detail = self.reachable.get(name, (True, None))
+            ok, detail = self.reachability.view(name)
             try:
                 status = await self.coordination.status(name)
             except Exception:
@@ -234,30 +224,9 @@ class Relay:
                 names.append(instance)
         return names
 
-    async def report_reachability(self, upstream: str, ok: bool, detail: str | None, *,
-                                  also: str | None = None) -> None:
-        """Record a gateway's reachability; on a change, tell every instance's viewers (and
-        resync on recovery)."""
-        self.reachable[upstream] = (ok, detail)
-        self.metrics.upstream_up.labels(upstream).set(1 if ok else 0)
-        previous = await self.coordination.swap_status(upstream, {"ok": ok, "detail": detail})
-        changed = previous is None or previous.get("ok") != ok or previous.get("detail") != detail
-        targets = set(await self.instances_of(upstream)) if changed else set()
-        if also is not None:
-            targets.add(also)
-        if changed and previous is not None:
-            if ok:
-                log.info("%s is reachable again", upstream)
-            else:
-                log.error("%s is unreachable: %s", upstream, detail)
-        for instance in sorted(targets):
-            await self.ingest(Event(upstream=upstream, instance=instance, cause="upstream",
-                                    upstream_ok=ok, upstream_detail=detail))
-        gateway = self.gateways.get(upstream)
-        if ok and changed and gateway is not None:
-            # Owned by the worker, not awaited here: a recovery seen by a user's request must
-            # not make that request wait for a resync of every instance.
-            self.spawn(f"resync-{upstream}", gateway.resync_all())
+    async def report_reachability(self, upstream: str, ok: bool, detail: str | None) -> None:
+        """What the lease holder's probe found (see :class:`relay.reachability.Reachability`)."""
+        await self.reachability.report(upstream, ok, detail)
 
     # -- the pairing watchdog ----------------------------------------------------------------------
     async def stall(self, instance: str) -> None:

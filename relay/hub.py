@@ -13,21 +13,14 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from typing import Protocol
 
 from .metrics import Metrics
+from .ports import Delivery
 from .snapshot import Snapshot, now_ms
 from .state import Broker
 from .wire import encode, frame, loads, socketio_update, unwire
 
 log = logging.getLogger("relay.hub")
-
-
-class Delivery(Protocol):
-    """Where Socket.IO viewers are reached (:class:`relay.internals.RelayManager`)."""
-
-    async def send_update(self, room: str, packet: str) -> int:
-        """Send one Socket.IO packet to every viewer in ``room``; returns how many."""
 
 
 class SSEViewer:
@@ -60,6 +53,31 @@ class SSEViewer:
             yield seq, payload
 
 
+class Overlay:
+    """What viewers must be told beyond their instance's record, as this worker sees it now:
+    updates are paused (its store is unreachable), or the instance's gateway is unreachable."""
+
+    def __init__(self) -> None:
+        self.paused: str | None = None
+        self.gateways_down: dict[str, str | None] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.paused is not None or bool(self.gateways_down)
+
+    def apply(self, snap: Snapshot) -> Snapshot:
+        name = snap["upstream"]["name"]
+        if self.paused is not None:
+            detail: str | None = self.paused
+        elif name in self.gateways_down:
+            detail = self.gateways_down[name]
+        else:
+            return snap
+        copy = dict(snap)
+        copy["upstream"] = {"name": name, "ok": False, "detail": detail}
+        return copy  # type: ignore[return-value]
+
+
 class Hub:
     """Who watches what on this worker, and how updates reach them."""
 
@@ -73,8 +91,7 @@ class Hub:
         # The last snapshot delivered per watched instance, (seq, JSON): what viewers are told
         # "is paused" when the store can't be read, and what is put back if Redis lost it.
         self.last: dict[str, tuple[int, str]] = {}
-        # Set while the relay cannot serve fresh state (e.g. Redis down); shown to viewers.
-        self.degraded: str | None = None
+        self.overlay = Overlay()
 
     # -- viewers ---------------------------------------------------------------------------
     async def watch(self, instance: str) -> None:
@@ -111,14 +128,6 @@ class Hub:
             del self._sse[instance]
 
     # -- delivery ----------------------------------------------------------------------------
-    def overlay(self, snap: Snapshot) -> Snapshot:
-        """The snapshot as viewers must see it now (marked paused while degraded)."""
-        if self.degraded is None:
-            return snap
-        copy = dict(snap)
-        copy["upstream"] = {"name": snap["upstream"]["name"], "ok": False, "detail": self.degraded}
-        return copy  # type: ignore[return-value]
-
     async def deliver(self, instance: str, message: str, *, fresh: bool = True) -> None:
         """A message from the instance's channel (``fresh``) or a re-sent snapshot, in
         :func:`~relay.wire.message` format: hand it to every local viewer, undecoded."""
@@ -134,21 +143,27 @@ class Hub:
             self.last[instance] = (seq, payload)
         if fresh and updated:
             self.metrics.lag.observe(max(0.0, (now_ms() - updated) / 1000))
-        if self.degraded is not None:
-            payload = encode(self.overlay(loads(payload)))
+        if self.overlay.active:  # rare: decode only then
+            payload = encode(self.overlay.apply(loads(payload)))
         sse = self._sse.get(instance, ())
         for viewer in sse:
             viewer.offer(seq, payload)
         count = await self.delivery.send_update(instance, socketio_update(payload))
         self.metrics.delivered.inc(count + len(sse))
 
+    async def retell(self, instances: list[str] | None = None) -> None:
+        """Send the last snapshot again to local viewers (all, or of ``instances``), as the
+        overlay shows it now: same seq, only the upstream status differs."""
+        for instance, (seq, payload) in list(self.last.items()):
+            if instances is None or instance in instances:
+                await self.deliver(instance, frame(seq, 0, payload), fresh=False)
+
     async def degrade(self, detail: str) -> None:
         """The channel listener is down: tell every local viewer, from the last known state."""
-        self.degraded = detail
+        self.overlay.paused = detail
         self.metrics.listener_up.set(0)
-        for instance, (seq, payload) in list(self.last.items()):
-            await self.deliver(instance, frame(seq, 0, payload), fresh=False)
+        await self.retell()
 
     def recover(self) -> None:
-        self.degraded = None
+        self.overlay.paused = None
         self.metrics.listener_up.set(1)

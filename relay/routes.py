@@ -24,6 +24,7 @@ from .config import Settings
 from .core import Relay
 from .errors import AuthError, RelayError
 from .http import TooLarge, error, from_exc, read_body
+from .names import HINT, valid_instance
 from .phone import BadNumber, phone_number
 from .wire import sse_update
 
@@ -39,7 +40,10 @@ def config(request: Request) -> Settings:
 
 
 def viewer_for(request: Request, instance: str) -> Viewer | JSONResponse:
-    """The viewer token from ``Authorization: Bearer`` or ``?token=``, checked for this instance."""
+    """The viewer token from ``Authorization: Bearer`` or ``?token=``, checked for this instance
+    (whose name is checked first)."""
+    if not valid_instance(instance):
+        return error(400, "bad_instance", HINT)
     settings = config(request)
     token = bearer(request.headers.get("authorization")) or request.query_params.get("token")
     if admin_allowed(settings.admin_key, request.headers.get("authorization")):
@@ -138,6 +142,8 @@ async def _number(request: Request) -> str | None:
 async def logout(request: Request) -> Response:
     """Log the instance out on the gateway (admin key only)."""
     instance = request.path_params["instance"]
+    if not valid_instance(instance):
+        return error(400, "bad_instance", HINT)
     settings = config(request)
     if settings.admin_key is None:
         return error(403, "admin_disabled", "set RELAY_ADMIN_KEY to enable admin routes")

@@ -39,7 +39,7 @@ CLOSED = ("close", "refused")
 STREAM_FRESH_MS = 10_000
 SAME_BURST_MS = 5_000  # the events of one deletion come within milliseconds of each other
 # Causes that are the relay's own doing, not something the gateway said.
-INTERNAL = ("watchdog", "upstream")
+INTERNAL = ("watchdog",)
 
 
 def _content(s: Snapshot) -> tuple[Any, ...]:
@@ -161,12 +161,9 @@ def apply(record: Record | None, event: Event, *, qr_ttl_ms: int, qr_wait_ms: in
         new["profile"] = event.profile
     elif event.clear_profile:
         new["profile"] = None
-    if event.upstream_ok is not None:
-        new["upstream"] = Upstream(name=event.upstream, ok=event.upstream_ok,
-                                   detail=None if event.upstream_ok else event.upstream_detail)
-    elif before["upstream"]["name"] != event.upstream:
-        new["upstream"] = Upstream(name=event.upstream, ok=before["upstream"]["ok"],
-                                   detail=before["upstream"]["detail"])
+    if before["upstream"]["name"] != event.upstream:
+        # Reachability is not the record's: viewers see it as an overlay (relay.hub.Overlay).
+        new["upstream"] = Upstream(name=event.upstream, ok=True, detail=None)
 
     gateway_ts = record.gateway_ts if record else None
     if event.gateway_ts is not None:

@@ -78,8 +78,6 @@ class Event:
     weak_reason: bool = False
     profile: Profile | None = None
     clear_profile: bool = False
-    upstream_ok: bool | None = None
-    upstream_detail: str | None = None
     gateway_ts: int | None = None
     dedupe_key: str | None = None
     # For state read over REST (resync): when it was read, on our clock. A record updated after

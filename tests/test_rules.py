@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from relay.hub import Overlay
 from relay.reasons import reason
 from relay.rules import STREAM_FRESH_MS, apply
 from relay.snapshot import Event, NewQR, Record, blank, live
@@ -99,13 +100,21 @@ def test_events_without_gateway_time_apply_in_arrival_order() -> None:
     assert outcomes == [True, True] and record is not None and record.snapshot["state"] == "open"
 
 
-def test_upstream_status_is_part_of_the_snapshot() -> None:
-    down = Event(upstream="evolution", instance="i", cause="upstream", upstream_ok=False,
-                 upstream_detail="connection refused")
-    up = Event(upstream="evolution", instance="i", cause="upstream", upstream_ok=True)
-    record, outcomes = run(qr("a", 1), down, down, up)
-    assert outcomes == [True, True, False, True]
+def test_upstream_status_is_an_overlay_not_part_of_the_record() -> None:
+    """Reachability is the probe's verdict on a whole gateway, told to viewers on top of each
+    record: one instance's events never carry it, nor another tenant's error text."""
+    record, _ = run(qr("a", 1))
     assert record is not None and record.snapshot["upstream"] == {"name": "evolution", "ok": True, "detail": None}
+    overlay = Overlay()
+    assert not overlay.active and overlay.apply(record.snapshot) is record.snapshot
+    overlay.gateways_down["wppconnect"] = "refused"
+    assert overlay.apply(record.snapshot)["upstream"]["ok"] is True  # another gateway's trouble
+    overlay.gateways_down["evolution"] = "connection refused"
+    assert overlay.apply(record.snapshot)["upstream"] == {"name": "evolution", "ok": False,
+                                                          "detail": "connection refused"}
+    overlay.paused = "the relay lost its connection to Redis"
+    assert overlay.apply(record.snapshot)["upstream"]["detail"] == overlay.paused
+    assert record.snapshot["upstream"]["ok"] is True  # the record itself is never touched
 
 
 def test_a_rest_read_never_undoes_a_newer_event() -> None:

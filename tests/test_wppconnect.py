@@ -395,12 +395,14 @@ async def test_connect_unreachable_and_recovery(emu: WPPConnectEmulator) -> None
 
 async def test_bad_secret_key(emu: WPPConnectEmulator) -> None:
     async with running_relay(wppconnect_url=emu.url, wppconnect_secret_key="not-the-key") as relay_server:
-        viewer, _ = await connected_viewer(relay_server.url, token(S), S)
+        viewer, [ack] = await connected_viewer(relay_server.url, token(S), S)
         try:
             status, body = await connect(relay_server)
             assert status == 502 and body["error"] == "gateway_unauthorized"
             assert "RELAY_WPPCONNECT_SECRET_KEY" in body["detail"] and "not-the-key" not in body["detail"]
-            down = await viewer.update_where(lambda s: s["upstream"]["ok"] is False)
+            # The probe found it at start-up (before this viewer came, or just after).
+            down = ack["snapshot"] if ack["snapshot"]["upstream"]["ok"] is False else \
+                await viewer.update_where(lambda s: s["upstream"]["ok"] is False)
             assert "RELAY_WPPCONNECT_SECRET_KEY" in down["upstream"]["detail"]
         finally:
             await viewer.close()

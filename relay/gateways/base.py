@@ -32,8 +32,7 @@ class Sink(Protocol):
 
     async def instances_of(self, upstream: str) -> list[str]: ...
 
-    async def report_reachability(self, upstream: str, ok: bool, detail: str | None, *,
-                                  also: str | None = None) -> None: ...
+    async def report_reachability(self, upstream: str, ok: bool, detail: str | None) -> None: ...
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None: ...
 
@@ -99,10 +98,8 @@ class Gateway(abc.ABC):
         try:
             events = await self.request_qr(instance, number)
         except UpstreamError as exc:
-            if exc.code != "instance_not_found":
-                await self.sink.report_reachability(self.name, False, exc.detail, also=instance)
+            self._trouble(exc)
             raise
-        await self.sink.report_reachability(self.name, True, None)
         for event in events:
             await self.sink.ingest(event)
         # Accepted (even as Evolution's {"count":0}): the instance is connecting, and the wait for
@@ -115,10 +112,14 @@ class Gateway(abc.ABC):
         try:
             await self.request_logout(instance)
         except UpstreamError as exc:
-            if exc.code in ("gateway_unreachable", "gateway_timeout", "gateway_unauthorized"):
-                await self.sink.report_reachability(self.name, False, exc.detail, also=instance)
+            self._trouble(exc)
             raise
-        await self.sink.report_reachability(self.name, True, None)
+
+    def _trouble(self, exc: UpstreamError) -> None:
+        """A request failed: its caller gets the error. Whether the gateway is down is the
+        probe's call, for every instance at once; if this worker runs it, now."""
+        if exc.code in ("gateway_unreachable", "gateway_timeout", "gateway_unauthorized"):
+            self.poke()
 
     async def known(self) -> list[str]:
         """Instances this gateway serves, as far as the store knows."""

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import BadEventError
+from ..names import HINT, valid_instance
 from ..reasons import Reason, reason
 from ..snapshot import Event, NewQR, Profile
 
@@ -73,8 +74,10 @@ def parse(body: Any, *, instance_hint: str | None = None) -> Event | None:
         # Nothing to show; answered 200 so that it is never retried, and never logged.
         return None
     instance = body.get("instance", instance_hint)
-    if not isinstance(instance, str) or not instance.strip() or len(instance) > 200:
+    if instance is None:
         raise BadEventError("missing 'instance' (the Evolution instance name)")
+    if not valid_instance(instance):
+        raise BadEventError(f"'instance': {HINT}")
     data = body.get("data")
     ts = parse_time(body.get("date_time"))
     # The same event reaches us by webhook and by socket (different key order, `destination`

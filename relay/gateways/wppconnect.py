@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from ..errors import BadEventError
+from ..names import HINT, valid_instance
 from ..reasons import reason
 from ..snapshot import Event, NewQR
 
@@ -58,9 +59,11 @@ def _session(body: dict[str, Any], hint: str | None) -> str:
     session = body.get("session")
     if not isinstance(session, str) or not session.strip():
         session = hint
-    if not isinstance(session, str) or not session.strip() or len(session) > 200:
+    if session is None or (isinstance(session, str) and not session.strip()):
         raise BadEventError("no session name: WPPConnect omits it after a close-session, so add "
                             "?session=<name> to the webhook URL")
+    if not valid_instance(session):
+        raise BadEventError(f"'session': {HINT}")
     return session
 
 
@@ -129,7 +132,7 @@ def parse_socket(event_name: str, data: Any) -> Event | None:
     """
     if event_name == "session-error":
         # A bare string: the session whose start() failed (createSessionUtil.ts:257).
-        if not isinstance(data, str) or not data.strip() or len(data) > 200:
+        if not valid_instance(data):
             raise BadEventError("session-error: the payload must be the session name")
         return Event(upstream=NAME, instance=data, cause=event_name, state=CLOSED, clear_qr=True,
                      clear_profile=True, reason=reason("closed", {"event": event_name},
@@ -139,7 +142,7 @@ def parse_socket(event_name: str, data: Any) -> Event | None:
     if not isinstance(data, dict):
         raise BadEventError(f"{event_name}: the payload must be an object")
     session = data.get("session")
-    if not isinstance(session, str) or not session.strip() or len(session) > 200:
+    if not valid_instance(session):
         log.debug("ignored a socket %s without a session name (after a close-session, §8.2)", event_name)
         return None
     common: dict[str, Any] = dict(upstream=NAME, instance=session, cause=event_name)
