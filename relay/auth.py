@@ -67,7 +67,7 @@ def webhook_allowed(secret: str | None, authorization: str | None, path_secret: 
     """Is this webhook request authentic? (DESIGN.md "Webhooks in").
 
     Accepted: no secret configured; ``Authorization: Bearer <secret>``; a Bearer HS256 JWT signed
-    with the secret (Evolution's ``jwt_key``, minted per event, ``exp`` checked); or the secret as
+    with the secret (Evolution's ``jwt_key``, minted per event, ``exp`` required); or the secret as
     the path segment after the upstream name (global webhooks and WPPConnect can't send headers).
     """
     if secret is None:
@@ -85,10 +85,12 @@ def webhook_allowed(secret: str | None, authorization: str | None, path_secret: 
                 # The user picks the webhook secret (Evolution's jwt_key may be short); PyJWT
                 # would warn on every request.
                 warnings.simplefilter("ignore")
-                jwt.decode(credential, secret, algorithms=[ALGORITHM], options={"verify_aud": False})
-            return True
+                claims = jwt.decode(credential, secret, algorithms=[ALGORITHM],
+                                    options={"verify_aud": False, "require": ["exp"]})
         except jwt.PyJWTError:
             return False
+        # Evolution mints {iat, exp, app, action}; a viewer token is never a webhook credential.
+        return "instances" not in claims
     return False
 
 

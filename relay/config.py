@@ -56,6 +56,8 @@ class Settings:
     max_body: int = 1024 * 1024
     # How many webhook requests may be stored at once; more answer 503 (the gateway retries).
     max_inflight: int = 256
+    # Open connections per worker (websockets included); 0: the open-file limit less a reserve.
+    max_connections: int = 0
     gateway_timeout: float = 10.0
     probe_interval: float = 10.0
     # Set by ``relay serve --workers N`` (not an environment variable): the folder where the
@@ -100,6 +102,7 @@ class Settings:
             "web_dir": Path(r.text("RELAY_WEB_DIR", str(DEFAULT_WEB_DIR))),
             "max_body": r.integer("RELAY_MAX_BODY", 1024 * 1024, lo=1024, hi=64 * 1024 * 1024),
             "max_inflight": r.integer("RELAY_MAX_INFLIGHT", 256, lo=1, hi=100_000),
+            "max_connections": r.integer("RELAY_MAX_CONNECTIONS", 0, lo=0, hi=10_000_000),
             "gateway_timeout": r.number("RELAY_GATEWAY_TIMEOUT", 10.0, lo=0.1, hi=300.0),
             "probe_interval": r.number("RELAY_GATEWAY_PROBE_INTERVAL", 10.0, lo=0.1, hi=3600.0),
         }

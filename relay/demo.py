@@ -21,7 +21,7 @@ from .app import create_app
 from .auth import mint_token
 from .config import Settings
 from .fakes import EvolutionEmulator
-from .server import UVICORN_WS, log_config
+from .server import front, log_config
 
 log = logging.getLogger("relay.demo")
 CORS = {"Access-Control-Allow-Origin": "*"}
@@ -74,7 +74,7 @@ async def _main(host: str, port: int, gateway_port: int, instance: str, every: f
     gateway.set_webhook(f"{relay_url}/webhooks/evolution/{webhook_secret}")
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port,
                                            log_config=log_config(log_level), log_level="warning",
-                                           access_log=False, **UVICORN_WS))
+                                           access_log=False, **front(settings)))
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 
 import segno
@@ -81,7 +83,10 @@ async def qr_svg(request: Request) -> Response:
     if qr is None or not qr["code"]:
         return error(404, "no_qr", "no live QR code for this instance right now")
     buf = io.BytesIO()
-    segno.make(qr["code"], error="l").save(buf, kind="svg", scale=8, border=4, xmldecl=False)
+    try:
+        segno.make(qr["code"], error="l").save(buf, kind="svg", scale=8, border=4, xmldecl=False)
+    except segno.DataOverflowError:  # stored before codes were bounded; no QR holds it
+        return error(404, "no_qr", "this QR code cannot be drawn")
     # A QR is a credential: never cache it anywhere.
     return Response(buf.getvalue(), media_type="image/svg+xml",
                     headers={"Cache-Control": "no-store"})
@@ -98,11 +103,17 @@ async def events(request: Request) -> Response:
         await relay.snapshot(instance)  # fail with a 503 now, not after the headers went out
     except RelayError as exc:
         return from_exc(exc)
+    # A stream lives no longer than its token (an admin key has no expiry).
+    lifetime = checked.expires_at - time.time() if checked.expires_at else None
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
-        async for item in relay.sse(instance, keepalive=SSE_KEEPALIVE):
-            yield ": keepalive\n\n" if item is None else sse_update(*item)
+        try:
+            async with asyncio.timeout(lifetime):
+                async for item in relay.sse(instance, keepalive=SSE_KEEPALIVE):
+                    yield ": keepalive\n\n" if item is None else sse_update(*item)
+        except TimeoutError:
+            yield "event: expired\ndata: {}\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -17,7 +17,7 @@ import uvicorn
 from .app import RelayApp, create_app
 from .auth import mint_token
 from .config import Settings, is_loopback
-from .internals import AnnouncingServer, run_workers
+from .internals import AnnouncingServer, GuardedHttp, Limits, run_workers
 
 log = logging.getLogger("relay")
 
@@ -26,18 +26,29 @@ log = logging.getLogger("relay")
 # Node's socket.io ships with it off too. Engine.IO pings every 20 s already, so the websocket
 # layer's own ping is redundant.
 UVICORN_WS: dict[str, Any] = {"ws_per_message_deflate": False, "ws_ping_interval": None}
+
+
+def front(settings: Settings) -> dict[str, Any]:
+    """How uvicorn takes connections: the HTTP limits (relay/internals/http.py) and websockets."""
+    limits = Limits(max_connections=settings.max_connections)
+    return {"http": functools.partial(GuardedHttp, limits=limits), **UVICORN_WS}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """One format for the relay's and uvicorn's lines, on stderr, in every worker."""
+def log_config(level: str, secrets: list[str] | None = None) -> dict[str, Any]:
+    """One format for the relay's and uvicorn's lines, on stderr, in every worker; no secret
+    and no query string in them, and no flood from python-engineio/socketio (relay/logs.py)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": LOG_FORMAT}},
+        "filters": {"redact": {"()": "relay.logs.Redact", "secrets": secrets or []},
+                    "quiet": {"()": "relay.logs.Quiet"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
-                                "stream": "ext://sys.stderr"}},
+                                "stream": "ext://sys.stderr", "filters": ["redact"]}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {name: {"level": "ERROR", "filters": ["quiet"]}
+                    for name in ("engineio.server", "socketio.server")},
     }
 
 
@@ -60,9 +71,11 @@ def worker_app(settings: Settings) -> RelayApp:
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         functools.partial(worker_app, settings), factory=True, host=settings.host,
-        port=settings.port, workers=settings.workers, log_config=log_config(settings.log_level),
+        port=settings.port, workers=settings.workers,
+        log_config=log_config(settings.log_level, [settings.webhook_secret or "", settings.secret,
+                                                   settings.admin_key or ""]),
         log_level=settings.log_level, access_log=False,  # access logs would hold ?token=
-        proxy_headers=True, timeout_graceful_shutdown=5, lifespan="on", **UVICORN_WS)
+        proxy_headers=True, timeout_graceful_shutdown=5, lifespan="on", **front(settings))
 
 
 def announce(settings: Settings) -> None:

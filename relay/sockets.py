@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import socketio
@@ -12,6 +14,9 @@ from .core import Relay
 from .errors import AuthError, RelayError
 from .names import valid_instance
 from .internals import RelayManager
+
+
+MAX_SUBSCRIPTIONS = 64  # instances one connection may watch at once
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
@@ -28,6 +33,7 @@ class SocketEdge:
         self.sio = sio
         self.viewers: dict[str, Viewer] = {}
         self.rooms: dict[str, set[str]] = {}
+        self.expiries: dict[str, asyncio.TimerHandle] = {}
         sio.on("connect", self.connect)
         sio.on("disconnect", self.disconnect)
         sio.on("subscribe", self.subscribe)
@@ -43,10 +49,21 @@ class SocketEdge:
         self.rooms[sid] = set()
         self.core.metrics.viewers.inc()
         self.manager.track(sid, environ)
+        if viewer.expires_at:  # a session lives no longer than its token
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, viewer.expires_at - time.time())
+            self.expiries[sid] = loop.call_later(delay, self._expire, sid)
+
+    def _expire(self, sid: str) -> None:
+        """The token expired: end the session (the client's reconnect is then refused)."""
+        self.core.spawn("token-expired", self.sio.disconnect(sid))
 
     async def disconnect(self, sid: str, *args: Any) -> None:
         if self.viewers.pop(sid, None) is not None:
             self.core.metrics.viewers.dec()
+        expiry = self.expiries.pop(sid, None)
+        if expiry is not None:
+            expiry.cancel()
         self.manager.untrack(sid)
         for instance in self.rooms.pop(sid, ()):
             await self.core.unwatch(instance)
@@ -59,8 +76,12 @@ class SocketEdge:
         mine = self.rooms.get(sid)
         if viewer is None or mine is None:
             return _error("unauthorized", "not connected")
+        if viewer.expires_at and viewer.expires_at <= time.time():
+            return _error("unauthorized", "token expired")
         if not viewer.may_see(instance):
             return _error("forbidden", f"this token does not cover instance {instance!r}")
+        if instance not in mine and len(mine) >= MAX_SUBSCRIPTIONS:
+            return _error("too_many", f"one connection watches at most {MAX_SUBSCRIPTIONS} instances")
         if instance not in mine:
             mine.add(instance)
             await self.sio.enter_room(sid, instance)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,9 @@ from .auth import webhook_allowed
 from .core import Relay
 from .errors import BadEventError, RelayError
 from .gateways import evolution, wppconnect
+from .gateways.payload import check_body
 from .http import TooLarge, error, read_body
+from .logs import Throttle
 from .snapshot import Event
 
 log = logging.getLogger("relay.webhooks")
@@ -57,7 +58,7 @@ class WebhookEndpoint:
         self.secret = secret
         self.max_body = max_body
         self.inflight = asyncio.Semaphore(max_inflight)
-        self._last_warned: dict[str, float] = {}
+        self.throttle = Throttle(WARN_EVERY)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -79,11 +80,10 @@ class WebhookEndpoint:
         """Say in the log why a gateway's webhooks are refused (at most every 10 s per kind): a
         wrong secret or URL otherwise shows only as a gateway retrying forever. Never logs the
         body."""
-        now = time.monotonic()
-        kind = f"{upstream}:{status}"
-        if now - self._last_warned.get(kind, -WARN_EVERY) >= WARN_EVERY:
-            self._last_warned[kind] = now
-            log.warning("refused a webhook from %s with %d: %s", upstream, status, why)
+        held = self.throttle.ready(f"{upstream}:{status}")
+        if held is not None:
+            log.warning("refused a webhook from %s with %d: %s%s", upstream, status, why,
+                        f" ({held} more since the last line)" if held else "")
 
     def split_secret(self, segments: list[str]) -> tuple[str | None, list[str]]:
         """``/webhooks/<upstream>/{secret}[/{event-suffix}]``: peel the secret off when there."""
@@ -112,12 +112,14 @@ class WebhookEndpoint:
             return error(400, "disconnected", "the client went away before sending the whole body")
         try:
             body = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             metrics.webhooks.labels(upstream, "-", "bad_json").inc()
             self.warn_rejected(upstream, 400, "body is not JSON")
-            return error(400, "bad_json", f"body is not JSON: {str(exc)[:120]}")
+            detail = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:120]
+            return error(400, "bad_json", f"body is not JSON: {detail}")
         hint = request.query_params.get("session") or (rest[0] if upstream == "wppconnect" and rest else None)
         try:
+            check_body(body)
             event = parse(body, hint)
         except BadEventError as exc:
             metrics.webhooks.labels(upstream, "-", "bad_event").inc()
@@ -145,7 +147,11 @@ class WebhookEndpoint:
         except Exception as exc:  # e.g. Redis down: the gateway must retry, nothing is lost
             metrics.store_errors.inc()
             metrics.webhooks.labels(upstream, event.cause, "unavailable").inc()
-            log.error("could not store a %s event: %s", event.cause, exc.__class__.__name__)
+            held = self.throttle.ready("store")
+            if held is not None:  # an outage fails every webhook: one line every few seconds
+                log.error("could not store a %s event (answered 503, the gateway retries): %s%s",
+                          event.cause, exc.__class__.__name__,
+                          f" ({held} more since the last line)" if held else "")
             return error(503, "store_unavailable", "the relay could not store the event; retry",
                          {"Retry-After": "5"})
         finally:

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from starlette.testclient import TestClient
 
 from relay.app import create_app
+from relay.logs import Throttle
 from tests.support.fixtures import fixture
 from tests.support.relay import settings
 
@@ -102,7 +103,7 @@ def test_fuzz_never_5xx(open_client: TestClient, locked_client: TestClient, body
 
 
 def test_refusals_are_logged_without_secrets(locked_client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    locked_client.app.webhooks._last_warned.clear()  # type: ignore[attr-defined]
+    locked_client.app.webhooks.throttle = Throttle(10.0)  # type: ignore[attr-defined]
     caplog.set_level("WARNING", logger="relay.webhooks")
     qr = fixture("evolution", "webhook-qrcode-updated")
     assert locked_client.post("/webhooks/evolution", json=qr,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..errors import UpstreamError
 from ..lease import run_while_holding
+from ..logs import Throttle
 from ..metrics import Metrics
 from ..snapshot import Event, now_ms
 from ..state import Coordination
@@ -49,6 +50,7 @@ class Gateway(abc.ABC):
         self.metrics = metrics
         self.probe_interval = probe_interval
         self._wake = asyncio.Event()
+        self._throttle = Throttle()
         self.extra_instances: set[str] = set()  # names seen by this worker (connect calls)
 
     # -- what a gateway must provide ----------------------------------------------------------
@@ -85,7 +87,10 @@ class Gateway(abc.ABC):
         try:
             await self.sink.ingest(event)
         except Exception as exc:  # e.g. Redis down; the resync after the next gap repairs it
-            log.error("could not store a %s socket event: %s", self.name, exc.__class__.__name__)
+            held = self._throttle.ready("store")
+            if held is not None:
+                log.error("could not store a %s socket event: %s%s", self.name,
+                          exc.__class__.__name__, f" ({held} more since)" if held else "")
             return
         self.metrics.webhooks.labels(self.name, event.cause, "socket").inc()
 

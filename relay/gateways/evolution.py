@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import BadEventError
 from ..names import HINT, valid_instance
+from .payload import qr_parts
 from ..reasons import Reason, reason
 from ..snapshot import Event, NewQR, Profile
 
@@ -104,7 +105,10 @@ def parse(body: Any, *, instance_hint: str | None = None) -> Event | None:
                 raise BadEventError("qrcode.updated: data.qrcode.base64 must be a string")
             if isinstance(image, str) and image and not image.startswith("data:"):
                 image = "data:image/png;base64," + image  # webhookBase64 variants send it bare
+            code, image = qr_parts(code, image or None, "qrcode.updated")
             pairing = qr.get("pairingCode")
+            if isinstance(pairing, str) and len(pairing) > 64:
+                raise BadEventError("qrcode.updated: data.qrcode.pairingCode is too long")
             return Event(**common, state="connecting",
                          qr=NewQR(code=code, image=image or None,
                                   pairing_code=pairing if isinstance(pairing, str) else None),
@@ -119,7 +123,7 @@ def parse(body: Any, *, instance_hint: str | None = None) -> Event | None:
         if not isinstance(data, dict):
             raise BadEventError("connection.update needs a 'data' object")
         state = data.get("state")
-        if state not in STATES:
+        if not isinstance(state, str) or state not in STATES:
             raise BadEventError(f"connection.update: unknown state {str(state)[:40]!r}")
         if state == "open":
             profile = Profile(wuid=_str(data.get("wuid")), name=_str(data.get("profileName")),
@@ -144,4 +148,5 @@ def parse(body: Any, *, instance_hint: str | None = None) -> Event | None:
 
 
 def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A profile field: a string, bounded (a picture URL is long, but not megabytes)."""
+    return value[:2048] if isinstance(value, str) and value else None

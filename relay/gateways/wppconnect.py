@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import BadEventError
 from ..names import HINT, valid_instance
+from .payload import qr_parts
 from ..reasons import reason
 from ..snapshot import Event, NewQR
 
@@ -89,6 +90,7 @@ def parse_webhook(body: Any, *, session_hint: str | None = None) -> Event | None
         code, image = body.get("urlcode"), image_url(body.get("qrcode"))
         if not (isinstance(code, str) and code) and image is None:
             raise BadEventError("qrcode: needs 'urlcode' or 'qrcode'")
+        code, image = qr_parts(code if isinstance(code, str) and code else None, image, "qrcode")
         return Event(**common, state="connecting", clear_profile=True,
                      qr=NewQR(code=code if isinstance(code, str) and code else None, image=image),
                      dedupe_key=_key([session, name, code, image]))

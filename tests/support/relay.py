@@ -16,7 +16,7 @@ import uvicorn
 from relay.app import RelayApp, create_app
 from relay.config import Settings
 from relay.core import Relay
-from relay.server import UVICORN_WS
+from relay.server import front
 
 from .procs import ManagedProcess, free_port, wait_healthy
 
@@ -31,7 +31,7 @@ class RelayServer:
         self.port = settings.port
         self.app: RelayApp = create_app(settings, **inject)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", access_log=False, **UVICORN_WS)
+                                lifespan="on", access_log=False, **front(settings))
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task[None] | None = None
 

@@ -1,13 +1,10 @@
-"""The one module that knows python-socketio, python-engineio and uvicorn beyond their documented
-API (their versions are pinned in pyproject.toml for that reason).
+"""python-socketio and python-engineio beyond their documented API.
 
 - :class:`RelayManager`, given to ``socketio.AsyncServer`` as its client manager, sends an
   already encoded ``update`` packet to a room: the snapshot's JSON is wrapped once and the same
   packet object goes to every viewer (python-socketio would re-encode per emit).
 - It bounds every viewer's send queue: a viewer that falls too far behind is disconnected, and
   its TCP connection aborted (Engine.IO alone leaves a blocked writer behind).
-- :func:`run_workers` runs several uvicorn workers on one socket with uvicorn's own supervisor,
-  each given a config object (and so the parent's settings) rather than an import string.
 """
 
 from __future__ import annotations
@@ -18,12 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import socketio
-import uvicorn
 from engineio import packet as eio_packet
-from uvicorn.supervisors import Multiprocess
 
 log = logging.getLogger("relay.viewers")
 MAX_QUEUED_PACKETS = 64  # ~400 KB of QR updates; a viewer this far behind is gone or too slow.
+CONNECT_WITHIN = 10.0  # seconds an Engine.IO socket may stay open without a Socket.IO connect
 
 
 class RelayManager(socketio.AsyncManager):  # type: ignore[misc]
@@ -33,6 +29,8 @@ class RelayManager(socketio.AsyncManager):  # type: ignore[misc]
         super().__init__()
         # eio sid -> the TCP transport of that websocket, to cut a stalled viewer for real.
         self._transports: dict[str, asyncio.WriteTransport] = {}
+        # eio sid -> when it was first seen without a Socket.IO connect (with a valid token).
+        self._anonymous: dict[str, float] = {}
 
     async def send_update(self, room: str, packet: str) -> int:
         """Send one Socket.IO packet (text, e.g. :func:`relay.wire.socketio_update`) to every
@@ -72,24 +70,41 @@ class RelayManager(socketio.AsyncManager):  # type: ignore[misc]
         return sids
 
     async def evict_slow_viewers(self, on_evict: Callable[[], None], interval: float = 1.0) -> None:
-        """Disconnect Socket.IO viewers whose send queue keeps growing (bounded memory)."""
+        """Disconnect Socket.IO viewers whose send queue keeps growing (bounded memory), and
+        Engine.IO sockets that never connected with a valid token (each holds ~30 KB)."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
-            for eio_sid, sock in list(self.server.eio.sockets.items()):
+            now = loop.time()
+            sockets = list(self.server.eio.sockets.items())
+            live = {eio_sid for eio_sid, _ in sockets}
+            for eio_sid in list(self._anonymous):
+                if eio_sid not in live:
+                    del self._anonymous[eio_sid]
+            for eio_sid, sock in sockets:
+                if self.sid_from_eio_sid(eio_sid, "/") is None:
+                    if now - self._anonymous.setdefault(eio_sid, now) > CONNECT_WITHIN:
+                        del self._anonymous[eio_sid]
+                        await self._cut(eio_sid, sock)
+                    continue
+                self._anonymous.pop(eio_sid, None)
                 queue = getattr(sock, "queue", None)
                 if queue is not None and queue.qsize() > MAX_QUEUED_PACKETS:
                     log.warning("disconnecting a viewer that fell %d updates behind", queue.qsize())
                     on_evict()
-                    # Taken first: closing fires `disconnect`, which forgets it.
-                    transport = self._transports.pop(eio_sid, None)
-                    try:
-                        await sock.close(wait=False, abort=True)
-                    except Exception:  # it is going away either way
-                        log.debug("closing a slow viewer failed", exc_info=True)
-                    if transport is not None:
-                        # abort(), not close(): close() would wait to flush to a reader that
-                        # never reads.
-                        transport.abort()
+                    await self._cut(eio_sid, sock)
+
+    async def _cut(self, eio_sid: str, sock: Any) -> None:
+        """Close an Engine.IO socket and abort its TCP connection."""
+        # Taken first: closing fires `disconnect`, which forgets it.
+        transport = self._transports.pop(eio_sid, None)
+        try:
+            await sock.close(wait=False, abort=True)
+        except Exception:  # it is going away either way
+            log.debug("closing a socket failed", exc_info=True)
+        if transport is not None:
+            # abort(), not close(): close() would wait to flush to a reader that never reads.
+            transport.abort()
 
 
 def create_server(manager: RelayManager, *, origins: list[str], websocket_only: bool
@@ -104,26 +119,3 @@ def create_server(manager: RelayManager, *, origins: list[str], websocket_only: 
                                 transports=["websocket"] if websocket_only else ["polling", "websocket"],
                                 ping_interval=20, ping_timeout=20, max_http_buffer_size=64 * 1024,
                                 logger=False, engineio_logger=False)
-
-
-class AnnouncingServer(uvicorn.Server):
-    """uvicorn's server, calling ``on_ready`` once its socket is bound and it accepts (so
-    "relay ready" is never said of a port that refuses connections)."""
-
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]):
-        super().__init__(config)
-        self._on_ready = on_ready
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started and not self.should_exit:
-            self._on_ready()
-
-
-def run_workers(config: uvicorn.Config, on_bound: Callable[[], None]) -> None:
-    """Serve ``config.workers`` processes on one port until a signal (what ``uvicorn.run`` does,
-    minus its demand for an import string: ``config.app`` is a picklable factory). The port is
-    bound here, before the workers start: connections wait in its backlog meanwhile."""
-    sockets = [config.bind_socket()]
-    on_bound()
-    Multiprocess(config, sockets=sockets).run()
