@@ -58,6 +58,9 @@ class Settings:
     max_inflight: int = 256
     # Open connections per worker (websockets included); 0: the open-file limit less a reserve.
     max_connections: int = 0
+    # Seconds a client has to send its request headers (slowloris), and then its body.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
     gateway_timeout: float = 10.0
     probe_interval: float = 10.0
     # Set by ``relay serve --workers N`` (not an environment variable): the folder where the
@@ -103,6 +106,8 @@ class Settings:
             "max_body": r.integer("RELAY_MAX_BODY", 1024 * 1024, lo=1024, hi=64 * 1024 * 1024),
             "max_inflight": r.integer("RELAY_MAX_INFLIGHT", 256, lo=1, hi=100_000),
             "max_connections": r.integer("RELAY_MAX_CONNECTIONS", 0, lo=0, hi=10_000_000),
+            "header_timeout": r.number("RELAY_HEADER_TIMEOUT", 10.0, lo=0.1, hi=300.0),
+            "body_timeout": r.number("RELAY_BODY_TIMEOUT", 30.0, lo=0.1, hi=3600.0),
             "gateway_timeout": r.number("RELAY_GATEWAY_TIMEOUT", 10.0, lo=0.1, hi=300.0),
             "probe_interval": r.number("RELAY_GATEWAY_PROBE_INTERVAL", 10.0, lo=0.1, hi=3600.0),
         }

@@ -30,7 +30,8 @@ UVICORN_WS: dict[str, Any] = {"ws_per_message_deflate": False, "ws_ping_interval
 
 def front(settings: Settings) -> dict[str, Any]:
     """How uvicorn takes connections: the HTTP limits (relay/internals/http.py) and websockets."""
-    limits = Limits(max_connections=settings.max_connections)
+    limits = Limits(max_connections=settings.max_connections,
+                    header_timeout=settings.header_timeout, body_timeout=settings.body_timeout)
     return {"http": functools.partial(GuardedHttp, limits=limits), **UVICORN_WS}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from starlette.testclient import TestClient
 
 from relay.app import create_app
+from relay.auth import mint_token
 from relay.logs import Throttle
 from tests.support.fixtures import fixture
-from tests.support.relay import settings
+from tests.support.relay import SECRET as SECRET_KEY, settings
 
 SECRET = "hook-secret-0123456789"
 
@@ -62,12 +63,18 @@ def test_secret_by_header_jwt_or_path(locked_client: TestClient) -> None:
                        algorithm="HS256")
     assert locked_client.post("/webhooks/evolution/qrcode-updated", json=qr,
                               headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    # A viewer-shaped token is never a webhook credential, whatever signed it.
+    viewerish = jwt.encode({"instances": ["*"], "exp": now + 600}, SECRET, algorithm="HS256")
+    assert locked_client.post("/webhooks/evolution", json=qr,
+                              headers={"Authorization": f"Bearer {viewerish}"}).status_code == 401
     assert locked_client.post(f"/webhooks/wppconnect/{SECRET}?session=mysession",
                               json=fixture("wppconnect", "webhook-qrcode")).status_code == 200
 
 
+# Text includes lone surrogates (JSON can carry "\ud800"): they must be a 400, never a 503.
+text = st.text(max_size=20, alphabet=st.characters(blacklist_categories=()))
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
@@ -78,6 +85,40 @@ envelopes = st.fixed_dictionaries(
               "date_time": st.text(max_size=30), "session": st.text(max_size=10) | json_values,
               "status": st.text(max_size=12), "qrcode": json_values, "urlcode": json_values},
 )
+
+
+def deep(depth: int) -> bytes:
+    return b'{"event":"connection.update","instance":"x","data":' + b"[" * depth + b"]" * depth + b"}"
+
+
+BAD_INPUTS = [  # the 5xx of the hardening report, each a clear 4xx now
+    deep(3000), deep(40),
+    json.dumps({"event": "connection.update", "instance": "x", "data": {"state": ["open"]}}).encode(),
+    json.dumps({"event": "connection.update", "instance": "x", "data": {"state": {"a": 1}}}).encode(),
+    json.dumps({"event": "connection.update", "instance": "\ud800", "data": {"state": "open"}}).encode(),
+    b'{"event":"qrcode.updated","instance":"x","data":{"qrcode":{"code":"\\ud800"}}}',
+    json.dumps({"event": "qrcode.updated", "instance": "x", "data": {"qrcode": {"code": "2@" + "a" * 5000}}}).encode(),
+]
+
+
+@pytest.mark.parametrize("body", BAD_INPUTS, ids=range(len(BAD_INPUTS)))
+def test_bad_input_is_a_4xx(open_client: TestClient, body: bytes) -> None:
+    resp = open_client.post("/webhooks/evolution", content=body)
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text)
+
+
+def test_oversized_qr_images_are_not_kept() -> None:
+    """A QR PNG is a few KB: a 900 KB "image" is not kept (the page draws from the code); with no
+    code to draw from, it is refused."""
+    with TestClient(create_app(settings())) as client:
+        body = {"event": "qrcode", "session": "s", "urlcode": "2@x,y,z,w", "qrcode": "A" * 900_000}
+        assert client.post("/webhooks/wppconnect", json=body).status_code == 200
+        tok = mint_token(SECRET_KEY, ["s"], 60)
+        snap = client.get("/v1/instances/s", headers={"Authorization": f"Bearer {tok}"}).json()
+        assert snap["qr"]["code"] == "2@x,y,z,w" and snap["qr"]["image"] is None
+        del body["urlcode"]
+        refused = client.post("/webhooks/wppconnect", json=body)
+        assert refused.status_code == 400 and "larger than 256 KB" in refused.json()["detail"]
 header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 
 

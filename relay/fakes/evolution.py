@@ -173,6 +173,8 @@ class EvolutionEmulator(EvolutionEvents):
 
     @_guarded
     async def _h_connect(self, request: web.Request, inst: Instance) -> web.Response:
+        if inst.name in self.connect_errors:  # connect catches its own errors: HTTP 200 (§4.1)
+            return self._json({"error": True, "message": self.connect_errors[inst.name]})
         if inst.state == "open":
             body = fixtures.load("evolution", "rest-instance-connect-200-already-open")
             body["instance"]["instanceName"] = inst.name

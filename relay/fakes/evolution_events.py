@@ -92,6 +92,7 @@ class EvolutionEvents(GatewayEmulator):
         # a pairing loops through bursts of `connecting` forever, with no QR and no close, while
         # REST says `close`; logout answers 400 and the loop goes on.
         self.whatsapp_reachable = True
+        self.connect_errors: dict[str, str] = {}  # instance → what `connect` answers as its error
         self.storm_period, self.storm_burst, self.storm_gap = 5.0, 11, 0.025
         self._webhooks: dict[str | None, WebhookConfig] = {}
         self._global_webhook: WebhookConfig | None = None

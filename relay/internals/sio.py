@@ -47,9 +47,9 @@ class RelayManager(socketio.AsyncManager):  # type: ignore[misc]
         # Engine.IO never exposes it; uvicorn's ASGI `send` is a method of the connection's
         # protocol object, which holds the transport. Without it, a viewer that stopped reading
         # keeps its TCP connection (and a blocked writer) forever after being "closed".
-        transport = getattr(getattr(environ.get("asgi.send"), "__self__", None), "transport", None)
+        transport = _transport(environ)
         eio_sid = self.eio_sid_from_sid(sid, "/")
-        if isinstance(transport, asyncio.WriteTransport) and eio_sid is not None:
+        if transport is not None and eio_sid is not None:
             self._transports[eio_sid] = transport
         # engine.io builds a new class per request and keeps it alive through this key for the
         # whole connection (~3 KB per viewer, measured); the handshake body was read long ago.
@@ -97,7 +97,8 @@ class RelayManager(socketio.AsyncManager):  # type: ignore[misc]
     async def _cut(self, eio_sid: str, sock: Any) -> None:
         """Close an Engine.IO socket and abort its TCP connection."""
         # Taken first: closing fires `disconnect`, which forgets it.
-        transport = self._transports.pop(eio_sid, None)
+        transport = self._transports.pop(eio_sid, None) or _transport(
+            self.server.environ.get(eio_sid) or {})
         try:
             await sock.close(wait=False, abort=True)
         except Exception:  # it is going away either way
@@ -105,6 +106,13 @@ class RelayManager(socketio.AsyncManager):  # type: ignore[misc]
         if transport is not None:
             # abort(), not close(): close() would wait to flush to a reader that never reads.
             transport.abort()
+
+
+def _transport(environ: dict[str, Any]) -> asyncio.WriteTransport | None:
+    """The TCP transport under a connection: uvicorn's ASGI ``send`` is a method of the
+    connection's protocol object, which holds it."""
+    transport = getattr(getattr(environ.get("asgi.send"), "__self__", None), "transport", None)
+    return transport if isinstance(transport, asyncio.WriteTransport) else None
 
 
 def create_server(manager: RelayManager, *, origins: list[str], websocket_only: bool

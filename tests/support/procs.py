@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 _RUNNING: list[ManagedProcess] = []
@@ -67,7 +68,8 @@ class ManagedProcess:
     """A process started in its own session (pgid = pid), its output in a log file."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-                 log_path: Path | None = None, cwd: Path | None = None) -> None:
+                 log_path: Path | None = None, cwd: Path | None = None,
+                 preexec: Callable[[], None] | None = None) -> None:
         self.name = name
         self.argv = argv
         if log_path is None:
@@ -81,7 +83,8 @@ class ManagedProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
         self.popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+                                      stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd,
+                                      preexec_fn=preexec)
         self.pid = self.popen.pid
         _RUNNING.append(self)
 

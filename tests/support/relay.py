@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ class RelayProcess:
         self.env = process_env(env)
         self.args = args or []
         self.log_path = log_path
+        self.preexec: Callable[[], None] | None = None  # e.g. lower the open-file limit
         self.proc: ManagedProcess | None = None
 
     @property
@@ -111,7 +112,7 @@ class RelayProcess:
             f"relay-{self.port}",
             [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              *self.args],
-            env=self.env, log_path=self.log_path)
+            env=self.env, log_path=self.log_path, preexec=self.preexec)
         wait_healthy(f"{self.url}/healthz", [self.proc], timeout)
 
     @property
@@ -119,8 +120,9 @@ class RelayProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def output(self) -> str:
-        return self.proc.output() if self.proc is not None else ""
+    def output(self, chars: int = 4000) -> str:
+        """The end of its log (``chars`` characters)."""
+        return self.proc.output(chars) if self.proc is not None else ""
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None:

@@ -1,0 +1,279 @@
+"""Hardening (issue 9): each finding's reproduction, kept as a test. Rows that need Redis faults
+are in tests/test_faults.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+import websockets
+
+import relay.internals.sio as sio_internals
+from relay.fakes import EvolutionEmulator
+from tests.support.clients import connected_viewer, post, token
+from tests.support.fixtures import evolution_event
+from tests.support.rawsio import WS_PATH, handshake
+from tests.support.redis import RedisServer
+from tests.support.relay import SECRET, RelayProcess, running_relay
+
+
+async def raw_socket(url: str, tok: str) -> Any:
+    ws = await websockets.connect(url.replace("http", "ws") + WS_PATH, compression=None, max_size=None)
+    assert (await ws.recv()).startswith("0")
+    await ws.send("40" + json.dumps({"token": tok}))
+    assert (await ws.recv()).startswith("40")
+    return ws
+
+
+async def test_2_a_bad_name_never_deafens_a_worker(redis_server: RedisServer) -> None:
+    """Lone-surrogate names are refused at subscribe, so a pub/sub reconnect re-subscribes fine."""
+    workers = [RelayProcess({"RELAY_REDIS_URL": redis_server.url}) for _ in range(2)]
+    for w in workers:
+        w.start()
+    viewers, raws = [], []
+    try:
+        for i in range(10):
+            viewers.append((await connected_viewer(workers[i % 2].url, token("shop"), "shop"))[0])
+        for i in range(6):
+            ws = await raw_socket(workers[i % 2].url, token("*"))
+            raws.append(ws)
+            await ws.send("420" + json.dumps(["subscribe", {"instance": "\ud800"}]))
+            ack = json.loads((await ws.recv())[3:])[0]
+            assert ack["ok"] is False and ack["error"]["code"] == "bad_request"
+        with redis.Redis(port=redis_server.port) as client:
+            client.client_kill_filter(_type="pubsub")
+        for n in range(8):
+            body = evolution_event("webhook-qrcode-updated", instance="shop", code=f"2@n{n},a,b,c",
+                                   date_time=f"2025-10-21T11:40:{n + 10}.000Z")
+            for _ in range(50):  # while the listeners re-subscribe, a webhook may land unseen:
+                status, _ = await post(f"{workers[n % 2].url}/webhooks/evolution", body)
+                if status == 200:  # the final state is what every viewer must reach
+                    break
+                await asyncio.sleep(0.1)
+        for viewer in viewers:
+            await viewer.update_where(lambda s: s["qr"] is not None and s["qr"]["code"] == "2@n7,a,b,c")
+        async with aiohttp.ClientSession() as session:
+            for w in workers:
+                async with session.get(f"{w.url}/readyz") as resp:
+                    assert resp.status == 200
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        for ws in raws:
+            await ws.close()
+        for w in workers:
+            w.stop()
+
+
+async def test_3_one_instance_error_stays_with_that_instance() -> None:
+    evo = EvolutionEmulator()
+    evo.connect_errors["bad"] = "Evolution could not start instance bad"
+    await evo.start()
+    try:
+        for n in range(300):
+            evo.add_instance(f"tenant-{n}")
+        evo.add_instance("bad")
+        async with running_relay(evolution_url=evo.url, evolution_apikey=evo.apikey,
+                                 probe_interval=0.2) as relay:
+            for n in range(300):  # the relay knows them all
+                await post(f"{relay.url}/webhooks/evolution",
+                           evolution_event("webhook-connection-update-close", instance=f"tenant-{n}"))
+            other, _ = await connected_viewer(relay.url, token("tenant-7"), "tenant-7")
+            try:
+                before = len(evo.requests)
+                async with aiohttp.ClientSession() as session:
+                    async with session.post(f"{relay.url}/v1/instances/bad/connect",
+                                            headers={"Authorization": f"Bearer {token('bad')}"}) as resp:
+                        assert resp.status == 502
+                        assert (await resp.json())["detail"] == "Evolution could not start instance bad"
+                await asyncio.sleep(1.0)  # several probes: the gateway is fine
+                assert other.drain() == []  # another tenant saw nothing
+                calls = [r.path for r in evo.requests[before:] if not r.path.startswith("/instance/fetch")]
+                assert calls == ["/instance/connect/bad"]  # one call, no resync of everyone
+            finally:
+                await other.close()
+    finally:
+        await evo.stop()
+
+
+def _limit_files(n: int) -> Any:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return apply
+
+
+async def _healthz(url: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/healthz", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            return resp.status
+
+
+async def test_4_a_header_flood_is_cut_and_health_stays_up() -> None:
+    relay = RelayProcess({})
+    relay.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Flood: ")
+        chunk = b"a" * 65536
+        sent, answer = 0, b""
+        with contextlib.suppress(ConnectionError):
+            while sent < 200 * 1024 * 1024:
+                writer.write(chunk)
+                await writer.drain()
+                sent += len(chunk)
+                if sent % (1024 * 1024) == 0:
+                    assert await _healthz(relay.url) == 200  # others are served meanwhile
+                with contextlib.suppress(asyncio.TimeoutError):
+                    answer += await asyncio.wait_for(reader.read(1024), 0.001)
+                if answer:
+                    break
+        assert answer.startswith(b"HTTP/1.1 431") or sent < 1024 * 1024, answer
+        assert sent <= 2 * 1024 * 1024, "the flood went on long after the limit"
+        writer.close()
+        assert await _healthz(relay.url) == 200
+        assert "headers passed 32 KB" in relay.output()
+    finally:
+        relay.stop()
+
+
+async def test_6_slowloris_cannot_starve_a_relay() -> None:
+    relay = RelayProcess({"RELAY_HEADER_TIMEOUT": "2"})
+    relay.preexec = _limit_files(256)  # in its own process: the limit applies to it only
+    relay.start()
+    half_open: list[socket.socket] = []
+    try:
+        for _ in range(400):  # more than the relay can hold open
+            s = socket.create_connection(("127.0.0.1", relay.port))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never finish the headers
+            half_open.append(s)
+        for _ in range(20):  # every new request is still served (evicting a half-open one)
+            assert await _healthz(relay.url) == 200
+        await asyncio.sleep(2.5)  # the header time limit closes the rest
+        closed = 0
+        for s in half_open:
+            s.settimeout(0.5)
+            try:
+                closed += s.recv(1) == b""
+            except (ConnectionResetError, socket.timeout):
+                closed += 1
+        assert closed == len(half_open)
+        text = relay.output()
+        assert "closed a connection that did not send its request headers within 2 s" in text
+    finally:
+        for s in half_open:
+            s.close()
+        relay.stop()
+
+
+async def test_7_sessions_end_with_their_token() -> None:
+    async with running_relay() as relay:
+        short = token("shop", ttl=2)
+        viewer, [ack] = await connected_viewer(relay.url, short, "shop")
+        assert ack["ok"] is True
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{relay.url}/v1/instances/shop/events?token={short}") as resp:
+                assert resp.status == 200
+                deadline = time.monotonic() + 10
+                text = ""
+                while "event: expired" not in text and time.monotonic() < deadline:
+                    text += (await resp.content.readany()).decode()
+                assert "event: expired" in text  # the stream ended at the token's expiry
+        for _ in range(50):
+            if not viewer.sio.connected:
+                break
+            await asyncio.sleep(0.1)
+        assert not viewer.sio.connected  # the Socket.IO session was ended too
+        await viewer.close()
+
+
+async def test_9_no_token_or_secret_in_logs() -> None:
+    hook_secret = "hook-secret-0123456789"
+    relay = RelayProcess({"RELAY_LOG_LEVEL": "info", "RELAY_WEBHOOK_SECRET": hook_secret})
+    relay.start()
+    try:
+        jwt = token("shop")
+        async with websockets.connect(f"ws://127.0.0.1:{relay.port}{WS_PATH}&token={jwt}") as ws:
+            await handshake(ws, jwt, "shop")
+        assert (await post(f"{relay.url}/webhooks/evolution/{hook_secret}",
+                           evolution_event("webhook-qrcode-updated")))[0] == 200
+        await asyncio.sleep(0.3)
+        text = relay.output(chars=10**6)
+        assert "WebSocket /socket.io/?[redacted]" in text  # the line is there, without its query
+        assert jwt not in text and hook_secret not in text and SECRET not in text
+    finally:
+        relay.stop()
+
+
+async def test_11_malformed_frames_do_not_flood_the_log() -> None:
+    relay = RelayProcess({})
+    relay.start()
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{relay.port}{WS_PATH}", max_size=None) as ws:
+            await ws.recv()
+            deep = "40" + "[" * 30000 + "]" * 30000
+            with contextlib.suppress(websockets.ConnectionClosed):
+                for _ in range(300):
+                    await ws.send(deep)
+        await asyncio.sleep(0.5)
+        assert len(relay.output(chars=10**7)) < 20_000, "a log line (or traceback) per frame"
+        assert await _healthz(relay.url) == 200
+    finally:
+        relay.stop()
+
+
+async def test_14_sockets_that_never_connect_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sio_internals, "CONNECT_WITHIN", 1.0)
+    async with running_relay() as relay:
+        sockets = []
+        for _ in range(50):
+            ws = await websockets.connect(relay.url.replace("http", "ws") + WS_PATH)
+            assert (await ws.recv()).startswith("0")  # Engine.IO open, then nothing
+            sockets.append(ws)
+        healthy, _ = await connected_viewer(relay.url, token("shop"), "shop")
+        try:
+            for ws in sockets:
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:  # answer pings like a live client would, until closed
+                        msg = await asyncio.wait_for(ws.recv(), 5)
+                        if msg == "2":
+                            await ws.send("3")
+                assert ws.close_code is not None
+            assert healthy.sio.connected  # a viewer with a token stays
+        finally:
+            await healthy.close()
+
+
+@pytest.fixture
+async def locked() -> AsyncIterator[Any]:
+    async with running_relay(webhook_secret="hook-secret-0123456789") as relay:
+        yield relay
+
+
+async def test_15_smaller_findings(locked: Any) -> None:
+    import jwt as pyjwt
+
+    secret = "hook-secret-0123456789"
+    body = evolution_event("webhook-qrcode-updated")
+    forever = pyjwt.encode({"app": "evolution"}, secret, algorithm="HS256")  # no exp
+    assert (await post(f"{locked.url}/webhooks/evolution", body,
+                       headers={"Authorization": f"Bearer {forever}"}))[0] == 401
+    star = evolution_event("webhook-qrcode-updated", instance="*")
+    status, answer = await post(f"{locked.url}/webhooks/evolution/{secret}", star)
+    assert status == 400 and "instance" in answer["detail"]
+    async with aiohttp.ClientSession() as session:
+        long = "x" * 60_000
+        async with session.get(f"{locked.url}/v1/instances/{long}/events?token={token('*')}") as resp:
+            assert resp.status == 400 and (await resp.json())["error"] == "bad_instance"
+    viewer, acks = await connected_viewer(locked.url, token("*"), *[f"i{n}" for n in range(65)])
+    await viewer.close()
+    assert all(a["ok"] for a in acks[:64]) and acks[64]["error"]["code"] == "too_many"
