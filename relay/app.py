@@ -25,6 +25,7 @@ from .ports import Gateway
 from .origins import OriginLog
 from .internals import RelayManager, create_server
 from .sockets import SocketEdge
+from .viewers import Sessions
 from .state import Backend, open_backend
 from .webhooks import WebhookEndpoint
 
@@ -93,7 +94,7 @@ class RelayApp:
                          qr_wait=s.qr_wait, auto_connect=s.auto_connect == "on-view",
                          gateway_poll=min(max(s.probe_interval / 2, 0.1), 5.0))
             core.gateways.update(build_gateways(s, core, http))
-            SocketEdge(self.sio, self.manager, core, s.secret)
+            SocketEdge(self.sio, self.manager, core, Sessions(core, s.secret))
             self.core = core
             self.metrics.watch_gc()
             stack.callback(self.metrics.unwatch_gc)

@@ -1,106 +1,87 @@
-"""The browser protocol over Socket.IO: connect with a token, subscribe/unsubscribe, receive
-``update`` (DESIGN.md "Browsers, Socket.IO")."""
+"""Viewers on python-socketio: the long-polling clients of a single in-memory relay (websocket
+clients are served by the lean front, relay/eio/). The rules are :class:`relay.viewers.Sessions`."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
 
-from .auth import Viewer, verify_token
+from .auth import Viewer
 from .core import Relay
-from .errors import AuthError, RelayError
-from .names import valid_instance
+from .errors import AuthError
 from .internals import RelayManager
+from .viewers import Sessions
 
 
-MAX_SUBSCRIPTIONS = 64  # instances one connection may watch at once
+@dataclass(eq=False)
+class SioSession:
+    """A viewer on python-socketio: its rooms are python-socketio rooms."""
 
+    sio: socketio.AsyncServer
+    sid: str
+    viewer: Viewer
+    rooms: set[str] = field(default_factory=set)
+    expiry: asyncio.TimerHandle | None = None
 
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": code, "message": message}}
+    async def join(self, room: str) -> None:
+        await self.sio.enter_room(self.sid, room)
+
+    async def leave(self, room: str) -> None:
+        await self.sio.leave_room(self.sid, room)
 
 
 class SocketEdge:
-    """Socket.IO handlers: who is connected with which token, and what each one watches."""
+    """python-socketio handlers: connect with a token, subscribe, unsubscribe, disconnect."""
 
-    def __init__(self, sio: socketio.AsyncServer, manager: RelayManager, core: Relay, secret: str):
+    def __init__(self, sio: socketio.AsyncServer, manager: RelayManager, core: Relay,
+                 sessions: Sessions):
+        self.sio = sio
         self.manager = manager
         self.core = core
-        self.secret = secret
-        self.sio = sio
-        self.viewers: dict[str, Viewer] = {}
-        self.rooms: dict[str, set[str]] = {}
-        self.expiries: dict[str, asyncio.TimerHandle] = {}
+        self.sessions = sessions
+        self.by_sid: dict[str, SioSession] = {}
         sio.on("connect", self.connect)
         sio.on("disconnect", self.disconnect)
         sio.on("subscribe", self.subscribe)
         sio.on("unsubscribe", self.unsubscribe)
 
     async def connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
-        token = auth.get("token") if isinstance(auth, dict) else None
         try:
-            viewer = verify_token(self.secret, token if isinstance(token, str) else None)
+            viewer = self.sessions.authenticate(auth)
         except AuthError:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
-        self.viewers[sid] = viewer
-        self.rooms[sid] = set()
-        self.core.metrics.viewers.inc()
+        session = SioSession(self.sio, sid, viewer)
+        self.by_sid[sid] = session
+        self.sessions.opened()
         self.manager.track(sid, environ)
         if viewer.expires_at:  # a session lives no longer than its token
-            loop = asyncio.get_running_loop()
             delay = max(0.0, viewer.expires_at - time.time())
-            self.expiries[sid] = loop.call_later(delay, self._expire, sid)
+            session.expiry = asyncio.get_running_loop().call_later(delay, self._expire, sid)
 
     def _expire(self, sid: str) -> None:
         """The token expired: end the session (the client's reconnect is then refused)."""
         self.core.spawn("token-expired", self.sio.disconnect(sid))
 
     async def disconnect(self, sid: str, *args: Any) -> None:
-        if self.viewers.pop(sid, None) is not None:
-            self.core.metrics.viewers.dec()
-        expiry = self.expiries.pop(sid, None)
-        if expiry is not None:
-            expiry.cancel()
         self.manager.untrack(sid)
-        for instance in self.rooms.pop(sid, ()):
-            await self.core.unwatch(instance)
+        session = self.by_sid.pop(sid, None)
+        if session is not None:
+            if session.expiry is not None:
+                session.expiry.cancel()
+            await self.sessions.closed(session)
 
     async def subscribe(self, sid: str, data: Any) -> dict[str, Any]:
-        instance = data.get("instance") if isinstance(data, dict) else None
-        if not valid_instance(instance):
-            return _error("bad_request", "send {instance: <name>}")
-        viewer = self.viewers.get(sid)
-        mine = self.rooms.get(sid)
-        if viewer is None or mine is None:
-            return _error("unauthorized", "not connected")
-        if viewer.expires_at and viewer.expires_at <= time.time():
-            return _error("unauthorized", "token expired")
-        if not viewer.may_see(instance):
-            return _error("forbidden", f"this token does not cover instance {instance!r}")
-        if instance not in mine and len(mine) >= MAX_SUBSCRIPTIONS:
-            return _error("too_many", f"one connection watches at most {MAX_SUBSCRIPTIONS} instances")
-        if instance not in mine:
-            mine.add(instance)
-            await self.sio.enter_room(sid, instance)
-            await self.core.watch(instance)
-        try:
-            snapshot = await self.core.snapshot(instance)
-        except RelayError as exc:
-            # Still subscribed: the viewer gets the state as soon as the store is back.
-            return _error("unavailable", exc.detail)
-        self.core.viewed(instance, snapshot)
-        return {"ok": True, "snapshot": snapshot, "controls": self.core.controls()}
+        session = self.by_sid.get(sid)
+        if session is None:
+            return {"ok": False, "error": {"code": "unauthorized", "message": "not connected"}}
+        return await self.sessions.subscribe(session, data)
 
     async def unsubscribe(self, sid: str, data: Any) -> dict[str, Any]:
-        instance = data.get("instance") if isinstance(data, dict) else None
-        if not valid_instance(instance):
-            return _error("bad_request", "send {instance: <name>}")
-        mine = self.rooms.get(sid, set())
-        if instance in mine:
-            mine.discard(instance)
-            await self.sio.leave_room(sid, instance)
-            await self.core.unwatch(instance)
-        return {"ok": True}
+        session = self.by_sid.get(sid)
+        if session is None:
+            return {"ok": True}
+        return await self.sessions.unsubscribe(session, data)
