@@ -18,6 +18,8 @@ from starlette.middleware.cors import CORSMiddleware
 from . import routes
 from .config import Settings
 from .core import Relay
+from .eio.front import Front
+from .eio.rooms import Rooms
 from .gateways.evolution_gateway import EvolutionGateway
 from .gateways.wppconnect_gateway import WPPConnectGateway
 from .metrics import Metrics
@@ -59,6 +61,7 @@ class RelayApp:
                                  websocket_only=bool(settings.redis_url))
         self._backend = backend
         self.core: Relay | None = None
+        self.front: Front | None = None
         middleware = []
         if settings.allowed_origins:
             middleware.append(Middleware(CORSMiddleware, allow_origins=list(settings.allowed_origins),
@@ -90,19 +93,24 @@ class RelayApp:
                     s.redis_url, prefix=s.key_prefix, qr_ttl=s.qr_ttl, qr_wait=s.qr_wait,
                     default_upstream=s.upstream_name))
             http = await stack.enter_async_context(aiohttp.ClientSession())
-            core = Relay(backend, self.manager, self.metrics, default_upstream=s.upstream_name,
+            rooms = Rooms(self.manager, self.metrics.slow_viewers.inc)
+            core = Relay(backend, rooms, self.metrics, default_upstream=s.upstream_name,
                          qr_wait=s.qr_wait, auto_connect=s.auto_connect == "on-view",
                          gateway_poll=min(max(s.probe_interval / 2, 0.1), 5.0))
             core.gateways.update(build_gateways(s, core, http))
-            SocketEdge(self.sio, self.manager, core, Sessions(core, s.secret))
+            sessions = Sessions(core, s.secret)
+            SocketEdge(self.sio, self.manager, core, sessions)
+            front = self.front = Front(rooms, sessions, origins=s.allowed_origins)
             self.core = core
             self.metrics.watch_gc()
             stack.callback(self.metrics.unwatch_gc)
             stack.push_async_callback(core.close)
+            stack.push_async_callback(front.close)  # (unwound first)
             await core.start()
             core.spawn("slow-viewers", self.manager.evict_slow_viewers(self.metrics.slow_viewers.inc))
+            core.spawn("viewers-sweep", front.sweep())
             log.debug("worker started (pid %d)", os.getpid())
-            yield {"core": core}
+            yield {"core": core, "front": front}
 
 
 def create_app(settings: Settings, *, backend: Backend | None = None) -> RelayApp:

@@ -135,6 +135,14 @@ class GuardedHttp(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._disarm()
         self._in_head = False
+        # The app's lean front (relay/eio/) takes websocket-only Engine.IO connections over,
+        # from this transport; anything else goes to uvicorn's websocket protocol and ASGI.
+        front = self.app_state.get("front")
+        path, _, query = self.url.partition(b"?")
+        if front is not None and front.wants(path.decode("latin-1"), query.decode("latin-1")):
+            self.connections.discard(self)
+            front.take(self.transport, self.scope["headers"], self.connections)
+            return
         super().handle_websocket_upgrade()
 
     def connection_lost(self, exc: Exception | None) -> None:

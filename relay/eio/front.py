@@ -1,0 +1,147 @@
+"""The lean websocket front for browsers: takes over a websocket upgrade to ``/socket.io/``
+from uvicorn (relay/internals/http.py), answers the handshake, and keeps every connection's
+timers in one sweep (Engine.IO pings and their deadline, a connect within 10 s, a token's
+expiry) instead of a task per viewer.
+
+Long-polling clients (and upgrades from polling) are left to python-socketio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Coroutine
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ..logs import Throttle
+from ..tasks import Tasks
+from ..viewers import Sessions
+from .connection import ViewerConnection
+from .frames import accept_key, frame
+from .rooms import SLOW_BYTES, Rooms
+
+log = logging.getLogger("relay.viewers")
+
+
+class Front:
+    """Every lean viewer connection of this worker."""
+
+    def __init__(self, rooms: Rooms, sessions: Sessions, *, origins: tuple[str, ...],
+                 ping_interval: float = 20.0, ping_timeout: float = 20.0,
+                 connect_within: float = 10.0, max_payload: int = 64 * 1024,
+                 slow_bytes: int = SLOW_BYTES):
+        self.rooms = rooms
+        self.sessions = sessions
+        self.origins = origins
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.connect_within = connect_within
+        self.max_payload = max_payload
+        self.slow_bytes = slow_bytes
+        self.connections: set[ViewerConnection] = set()
+        self.tasks = Tasks()
+        self._throttle = Throttle(60.0)
+        self._open = ("0" + json.dumps({
+            "upgrades": [], "pingInterval": int(ping_interval * 1000),
+            "pingTimeout": int(ping_timeout * 1000), "maxPayload": max_payload,
+        }, separators=(",", ":")))
+
+    # -- taking a connection over ------------------------------------------------------------
+    @staticmethod
+    def wants(path: str, query: str) -> bool:
+        """A websocket-only Engine.IO v4 connection (not an upgrade of a polling session)."""
+        if path.rstrip("/") != "/socket.io":
+            return False
+        q = parse_qs(query)
+        return q.get("EIO") == ["4"] and q.get("transport") == ["websocket"] and "sid" not in q
+
+    def take(self, transport: asyncio.Transport, headers: list[tuple[bytes, bytes]],
+             server_connections: set[Any]) -> None:
+        """Answer the handshake on ``transport`` (whose request uvicorn parsed) and drive it
+        from now on. It joins ``server_connections`` (uvicorn's: the connection cap and the
+        graceful shutdown count it) until it closes."""
+        h = {name: value for name, value in headers}
+        key = h.get(b"sec-websocket-key")
+        if h.get(b"sec-websocket-version") != b"13" or not key:
+            self._refuse(transport, 400, "websocket version 13 and a key are required")
+            return
+        origin = h.get(b"origin")
+        if origin is not None and not self._origin_ok(origin.decode("latin-1"),
+                                                      h.get(b"host", b"").decode("latin-1")):
+            self._refuse(transport, 403, "origin not allowed")
+            return
+        sid = secrets.token_urlsafe(15)
+        loop = asyncio.get_running_loop()
+        conn = ViewerConnection(self, transport, sid, loop.time(), server_connections)
+        opened = self._open[:2] + f'"sid":"{sid}",' + self._open[2:]
+        transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_key(key) +
+                        b"\r\n\r\n" + frame(opened.encode()))
+        transport.set_protocol(conn)
+        self.connections.add(conn)
+        server_connections.add(conn)
+
+    def _origin_ok(self, origin: str, host: str) -> bool:
+        return "*" in self.origins or origin in self.origins or urlsplit(origin).netloc == host
+
+    @staticmethod
+    def _refuse(transport: asyncio.Transport, status: int, why: str) -> None:
+        body = why.encode()
+        transport.write(f"HTTP/1.1 {status} {'Forbidden' if status == 403 else 'Bad Request'}\r\n"
+                        f"content-type: text/plain\r\ncontent-length: {len(body)}\r\n"
+                        "connection: close\r\n\r\n".encode() + body)
+        transport.close()
+
+    # -- the connections' life ---------------------------------------------------------------
+    def lost(self, conn: ViewerConnection) -> None:
+        """A connection closed (either side): forget it, and what it watched."""
+        self.connections.discard(conn)
+        conn.server_connections.discard(conn)
+        session, conn.session = conn.session, None
+        if session is not None:
+            for room in session.rooms:
+                self.rooms.leave(room, conn)
+            self.tasks.spawn("viewer-closed", self.sessions.closed(session))
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A connection's short job (a subscribe): owned, cancelled at shutdown."""
+        return self.tasks.spawn(name, coro)
+
+    def malformed(self) -> None:
+        if self._throttle.ready("malformed") is not None:
+            log.warning("ignored a malformed Socket.IO packet from a viewer")
+
+    async def sweep(self, every: float = 1.0) -> None:
+        """Forever: ping, close the silent and the anonymous, end expired sessions."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for conn in list(self.connections):
+                if conn.closing:
+                    continue
+                if conn.session is None:
+                    if now - conn.opened_at > self.connect_within:
+                        conn.close(1008)  # never connected with a valid token
+                    continue
+                if self.sessions.expired(conn.session):
+                    conn.send("41")  # Socket.IO disconnect: the token expired
+                    conn.close(1000)
+                elif conn.pong_due is not None:
+                    if now > conn.pong_due:
+                        conn.abort()  # no pong: the client is gone
+                elif now >= conn.next_ping:
+                    conn.send("2")
+                    conn.pong_due = now + self.ping_timeout
+
+    async def close(self) -> None:
+        for conn in list(self.connections):
+            conn.close(1001)
+        await self.tasks.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"connections": len(self.connections),
+                "viewers": sum(c.session is not None for c in self.connections)}
