@@ -55,7 +55,7 @@ async def test_demo_end_to_end(browser: Any) -> None:
         await page.click("[data-relay-demo-scan]")
         await page.wait_for_selector('[data-relay-state="connected"]', timeout=10_000)
         assert "Demo Phone" in await page.locator("[data-relay-status]").first.inner_text()
-        assert await page.locator("[data-relay-demo-scan]").is_hidden()
+        assert await page.locator("[data-relay-demo-scan]").is_hidden()  # nothing to scan
         await page.click("[data-relay-demo-logout]")
         await page.wait_for_selector('[data-relay-state="closed"][data-relay-reason="logged_out"]',
                                      timeout=10_000)

@@ -84,6 +84,10 @@ async def test_phone_number_instead_of_the_camera_evolution(browser: Any) -> Non
             assert not operator_words(await readable(page))
             await shot(page, "pt-BR", "pairing-evolution")
 
+            # Evolution's code comes with a QR: the viewer may still scan instead.
+            await page.click("[data-relay-use-qr]")
+            await page.wait_for_selector('[data-relay-state="scan"]', timeout=5_000)
+            assert decode_qr(await qr.screenshot()) == [evo.instances["shop"].qrcode["code"]]
             await evo.scan("shop")
             await page.wait_for_selector('[data-relay-state="connected"]', timeout=10_000)
             assert await visible_text(page, "[data-relay-status]") == "Conectado como Example Name"

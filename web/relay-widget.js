@@ -140,7 +140,7 @@ export function mountRelayWidget(element, {
   const statusEl = el("p", { class: "rw-status rw-tone-busy", "data-relay-status": true, role: "status", "aria-live": "polite" });
   const hintEl = el("p", { class: "rw-hint", "data-relay-hint": true, hidden: true });
 
-  const qrFrame = el("div", { class: "rw-qr", "data-relay-qr": true, role: "img" });
+  const qrFrame = el("div", { class: "rw-qr", "data-relay-qr": true, role: "img", tabindex: "-1" });
   const scanSteps = el("ol", { class: "rw-steps", "data-relay-steps": true });
   const qrBox = el("div", { class: "rw-qr-box", hidden: true }, qrFrame, scanSteps);
 
@@ -218,6 +218,7 @@ export function mountRelayWidget(element, {
   let request = null;          // {kind: "qr"|"phone", phase: "sending"|"waiting", afterSeq, timer}
   let phoneOpen = false;
   let lastNumber = null;       // the number of the last pairing request (to ask again)
+  let preferQr = false;        // the viewer chose the QR that came with a pairing code
   let focusCode = false;       // move focus to the pairing code when it appears
   let notice = null;           // {key, kind}
   let tickTimer = null;
@@ -301,7 +302,9 @@ export function mountRelayWidget(element, {
     }
     if (fatal) return { state: fatal, tone: "error", status: `state.${fatal}` };
     const live = qrIsLive();
-    const withCode = live && !!snapshot.qr.pairingCode;
+    // Evolution sends a scannable QR along with a pairing code: the viewer may pick either.
+    const scannable = live && !!(snapshot.qr.code || snapshot.qr.image);
+    const withCode = live && !!snapshot.qr.pairingCode && !(preferQr && scannable);
     const shown = { qr: live && !withCode, pairing: withCode };
     if (!socketUp || !subscribed) {
       if (subscribeError === "unavailable") return { state: "gateway-down", tone: "error", status: "state.serviceDown", ...shown };
@@ -346,7 +349,7 @@ export function mountRelayWidget(element, {
     if (withCode) {
       return {
         state: "pairing", reason: reasonCode, tone: "info", status: "state.pairing", pairing: true,
-        useQr: can, otherNumber: controls.phone,
+        useQr: scannable, otherNumber: controls.phone,
       };
     }
     if (live) return { state: "scan", reason: reasonCode, tone: "info", status: "state.scan", qr: true, phone: controls.phone };
@@ -391,7 +394,10 @@ export function mountRelayWidget(element, {
 
     setText(statusEl, statusText(view));
     statusEl.className = `rw-status rw-tone-${view.tone}`;
-    hintEl.hidden = !view.hint;
+    // The phone form, while it is open, says what to do itself; news still shows above it.
+    const formFirst = phoneOpen && !request && ["scan", "pairing", "not-started", "closed", "refused", "no-qr"].includes(view.state);
+    statusEl.hidden = formFirst;
+    hintEl.hidden = !view.hint || formFirst;
     if (view.hint) setText(hintEl, t(view.hint));
 
     renderQr(view);
@@ -575,7 +581,7 @@ export function mountRelayWidget(element, {
       setText(demo.label, t("demo.label"));
       setText(demo.scan, t("demo.scan"));
       setText(demo.logout, t("demo.logout"));
-      demo.scan.hidden = view.state === "connected";
+      demo.scan.hidden = view.state !== "scan" && view.state !== "pairing";
       demo.logout.hidden = view.state !== "connected";
     }
   }
@@ -770,6 +776,7 @@ export function mountRelayWidget(element, {
     if (kind === "phone") {
       phoneError.hidden = true;
       phoneInput.removeAttribute("aria-invalid");
+      preferQr = false;
     }
     render();
     let key = null;
@@ -831,7 +838,13 @@ export function mountRelayWidget(element, {
     if (primaryBtn.dataset.action === "phone-again" && lastNumber) ask("phone", lastNumber);
     else ask("qr");
   });
-  useQrBtn.addEventListener("click", () => ask("qr"));
+  // The QR that came with the code: shown here, nothing to ask (asking again for a QR while a
+  // pairing is under way would bring back the same pairing).
+  useQrBtn.addEventListener("click", () => {
+    preferQr = true;
+    render();
+    qrFrame.focus();
+  });
 
   function openPhone() {
     phoneOpen = true;
