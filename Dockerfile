@@ -10,9 +10,9 @@ ARG NODE_IMAGE=node:22-alpine
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # --- web assets ------------------------------------------------------------------------------
-# The browser client imports socket.io-client from web/vendor/, which is built from the npm
-# lockfile (not committed). package*.json are copied first so that `npm ci` stays cached until
-# the lockfile changes.
+# The browser client imports socket.io-client and uqr (the QR encoder) from web/vendor/, which
+# is built from the npm lockfile (not committed), as the Makefile's `web` target does.
+# package*.json are copied first so that `npm ci` stays cached until the lockfile changes.
 FROM ${NODE_IMAGE} AS web
 WORKDIR /src/web
 COPY web/package.json web/package-lock.json ./
@@ -21,6 +21,7 @@ COPY web/ ./
 # node_modules is removed in the same step so that the runtime stage copies only what is served.
 RUN mkdir -p vendor \
  && cp node_modules/socket.io-client/dist/socket.io.esm.min.js vendor/ \
+ && cp node_modules/uqr/dist/index.mjs vendor/uqr.mjs \
  && rm -rf node_modules
 
 # --- python package --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
-VENDOR := web/vendor/socket.io.esm.min.js
+VENDOR := web/vendor/socket.io.esm.min.js web/vendor/uqr.mjs
 UV     := uv==0.13.9
 
 .PHONY: run test bench demo web deps lock clean
@@ -25,11 +25,20 @@ $(VENV)/.test: requirements/dev.lock pyproject.toml $(VENV)/.run
 	$(PIP) install --no-deps -e .
 	touch $@
 
-# socket.io-client comes from npm (pinned by web/package-lock.json), never hand-written.
-$(VENDOR): web/package.json web/package-lock.json
+# The page's libraries come from npm (pinned by web/package-lock.json), never hand-written:
+# socket.io-client, and uqr (the QR encoder that draws the code in the browser). npm ci
+# rewrites node_modules/.package-lock.json, so that file stands for "installed from the lock".
+NODE_MODULES := web/node_modules/.package-lock.json
+$(NODE_MODULES): web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error
+
+web/vendor/socket.io.esm.min.js: $(NODE_MODULES)
 	mkdir -p web/vendor
-	cp web/node_modules/socket.io-client/dist/socket.io.esm.min.js $(VENDOR)
+	cp web/node_modules/socket.io-client/dist/socket.io.esm.min.js $@
+
+web/vendor/uqr.mjs: $(NODE_MODULES)
+	mkdir -p web/vendor
+	cp web/node_modules/uqr/dist/index.mjs $@
 
 web: $(VENDOR)
 

@@ -1,4 +1,5 @@
-"""`relay demo`, as a developer runs it: fake QRs reach the page, "simulate scan" connects."""
+"""`relay demo`, as a developer runs it: fake QRs reach the page, "simulate scan" connects, "log
+out" brings the page back to a new QR."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import sys
 import time
 from typing import Any
 
+import pytest
+
+from tests.support.browser import browser_fixture, decode_qr, shot
 from tests.support.procs import free_port
-from tests.test_page import browser  # noqa: F401  (the Chromium fixture)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+browser = browser_fixture()
 
 
-async def test_demo_end_to_end(browser: Any) -> None:  # noqa: F811
+async def test_demo_end_to_end(browser: Any) -> None:
     port = free_port()
     while True:  # the fake gateway takes the next port
         try:
@@ -39,13 +45,23 @@ async def test_demo_end_to_end(browser: Any) -> None:  # noqa: F811
         page = await browser.new_page()
         await page.goto(link)
         await page.wait_for_selector('[data-relay-state="scan"]', timeout=15_000)
-        first = await page.locator("[data-relay-qr]").get_attribute("src")
-        await page.wait_for_function(
+        qr = page.locator("[data-relay-qr]")
+        [text] = decode_qr(await qr.screenshot())
+        assert text.startswith("RELAY-DEMO-NOT-A-WHATSAPP-CODE-")  # drawn from the demo's code
+        first = await qr.get_attribute("data-relay-qr-version")
+        await page.wait_for_function(  # the next fake QR replaces it
             "(first) => { const q = document.querySelector('[data-relay-qr]');"
-            " return q && q.getAttribute('src') !== first; }", arg=first, timeout=15_000)
+            " return q && q.getAttribute('data-relay-qr-version') !== first; }", arg=first, timeout=15_000)
         await page.click("[data-relay-demo-scan]")
         await page.wait_for_selector('[data-relay-state="connected"]', timeout=10_000)
         assert "Demo Phone" in await page.locator("[data-relay-status]").first.inner_text()
+        assert await page.locator("[data-relay-demo-scan]").is_hidden()  # nothing to scan
+        await page.click("[data-relay-demo-logout]")
+        await page.wait_for_selector('[data-relay-state="closed"][data-relay-reason="logged_out"]',
+                                     timeout=10_000)
+        await shot(page, "en", "demo-logged-out")
+        await page.click("[data-relay-new-qr]")  # "Get a new QR code": the demo's REST connect
+        await page.wait_for_selector('[data-relay-state="scan"]', timeout=15_000)
     finally:
         proc.terminate()
         proc.wait(10)
