@@ -90,9 +90,11 @@ class Relay:
             raise StoreUnavailable(f"state store unavailable: {exc.__class__.__name__}") from exc
         if stored is None:
             return self.hub.overlay.apply(blank(instance, self.default_upstream))
+        snap = live(stored.snapshot)
         if self.hub.watched(instance):
             self.watchdog.arm(instance, stored.deadline)
-        return self.hub.overlay.apply(live(stored.snapshot))
+            self.hub.seed(instance, snap)
+        return self.hub.overlay.apply(snap)
 
     async def watch(self, instance: str) -> None:
         """One more local viewer of ``instance`` (read the snapshot after this, not before)."""

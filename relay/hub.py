@@ -119,6 +119,13 @@ class Hub:
     def watched(self, instance: str) -> bool:
         return bool(self._counts.get(instance))
 
+    def seed(self, instance: str, snap: Snapshot) -> None:
+        """A snapshot a local viewer was just given: what it shows until the next update (the
+        overlay retells it, and a restore puts it back, like a delivered one)."""
+        last = self.last.get(instance)
+        if self.watched(instance) and (last is None or snap["seq"] > last[0]):
+            self.last[instance] = (snap["seq"], encode(snap))
+
     def add_sse(self, instance: str, viewer: SSEViewer) -> None:
         self._sse[instance].add(viewer)
 

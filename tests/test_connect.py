@@ -62,6 +62,10 @@ async def test_evolution_pairing_code_even_while_a_qr_is_showing(evo: EvolutionE
             assert len(code["qr"]["pairingCode"]) == 8 and code["state"] == "connecting"
             asked = [r.query.get("number") for r in evo.requests if r.path == "/instance/connect/shop"]
             assert asked[-1] == "5511999999999"
+            # And back: a plain request while the phone pairing runs brings a QR without a code.
+            assert (await connect(relay.url, "shop"))[0] == 202
+            back = await viewer.update_where(lambda s: s["qr"] is not None and not s["qr"]["pairingCode"])
+            assert back["qr"]["code"]
         finally:
             await viewer.close()
 
@@ -83,6 +87,10 @@ async def test_wppconnect_pairing_code_while_a_qr_is_showing() -> None:
                 starts = [r for r in wpp.requests if r.path == "/api/shop/start-session"]
                 assert len(starts) == 2
                 assert any(r.path == "/api/shop/close-session" for r in wpp.requests)  # QR phase ended
+                # And back to a QR: the stored config holds the phone, so not an empty body.
+                assert (await connect(relay.url, "shop"))[0] == 202
+                await viewer.update_where(lambda s: s["qr"] is not None and s["qr"]["code"] is not None
+                                          and not s["qr"]["pairingCode"])
             finally:
                 await viewer.close()
     finally:
@@ -156,3 +164,23 @@ async def test_auto_connect_once_across_workers(evo: EvolutionEmulator, redis_se
             w.stop()
     assert [r.path for r in evo.requests if r.path.startswith("/instance/connect/")] == [
         "/instance/connect/shop"]
+
+
+async def test_viewers_who_came_after_the_last_update_hear_of_a_gateway_outage(evo: EvolutionEmulator) -> None:
+    evo.add_instance("shop")
+    async with running_relay(evolution_url=evo.url, evolution_apikey=evo.apikey,
+                             probe_interval=0.2) as relay:
+        evo.set_webhook(f"{relay.url}/webhooks/evolution")
+        assert (await connect(relay.url, "shop"))[0] == 202
+        await asyncio.sleep(0.5)  # the QR is stored before anyone watches
+        viewer, [ack] = await connected_viewer(relay.url, token("shop"), "shop")
+        try:
+            assert ack["snapshot"]["qr"] is not None and ack["snapshot"]["upstream"]["ok"]
+            port = evo.port
+            await evo.stop()
+            down = await viewer.update_where(lambda s: s["upstream"]["ok"] is False)
+            assert down["qr"] == ack["snapshot"]["qr"]  # told, from what it was shown
+            await evo.start(port)
+            await viewer.update_where(lambda s: s["upstream"]["ok"] is True)
+        finally:
+            await viewer.close()

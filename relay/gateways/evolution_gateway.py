@@ -47,6 +47,10 @@ class EvolutionGateway(Gateway):
             # end that socket first (logout works while connecting), then start one with it.
             await self._end_pairing(instance)
         event = await self.client.connect(instance, number)
+        if number is None and event is not None and event.qr is not None and event.qr.pairing_code:
+            # A pairing by phone number is running: for a QR, end it and start a plain one.
+            await self._end_pairing(instance)
+            event = await self.client.connect(instance)
         return [event] if event is not None else []
 
     async def _end_pairing(self, instance: str, wait: float = 5.0) -> None:

@@ -116,11 +116,15 @@ class WPPConnectClient:
             raise self._fail(status, answer)
         return answer
 
-    async def start_session(self, session: str, phone: str | None = None) -> Event | None:
+    async def start_session(self, session: str, phone: str | None = None, *,
+                            forget_phone: bool = False) -> Event | None:
         """``POST start-session``, with ``phone`` for a pairing code. Otherwise with an EMPTY
         body: a non-empty one replaces the session's stored config, its webhook included
-        (§2.2, §8.9). The answer is the state before the start."""
-        answer = await self._call("POST", session, "start-session", {"phone": phone} if phone else {})
+        (§2.2, §8.9) — except with ``forget_phone``, when the stored config holds a phone
+        number (an empty body would bring it back) and a QR is wanted instead. The answer is
+        the state before the start."""
+        body: dict[str, Any] = {"phone": phone} if phone else {"waitQrCode": False} if forget_phone else {}
+        answer = await self._call("POST", session, "start-session", body)
         return session_state(session, answer, cause="connect", starting=True)
 
     async def close_session(self, session: str) -> None:

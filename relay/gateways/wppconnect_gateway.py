@@ -40,21 +40,29 @@ class WPPConnectGateway(Gateway):
         super().__init__(sink, coordination, metrics, probe_interval=probe_interval)
         self.url = url
         self.client = WPPConnectClient(http, url, secret_key, timeout)
+        # Sessions this worker started with a phone number (their stored config holds it).
+        self._by_phone: set[str] = set()
         # Set while this worker follows the socket (connected and resynced); for tests and logs.
         self.socket_connected = asyncio.Event()
 
     async def request_qr(self, instance: str, number: str | None = None) -> list[Event]:
         read_at = now_ms()
-        if number is not None:
+        # start-session restarts only a closed session (§2.2), and after a start with a phone
+        # its stored config brings the phone back: switching between QR and code needs both.
+        switching = number is not None or instance in self._by_phone
+        if switching:
             answer = await self.client.status_answer(instance)
             if isinstance(answer, dict) and answer.get("status") in ("INITIALIZING", "QRCODE", "PHONECODE"):
-                # start-session restarts only a closed session (§2.2): close the QR phase first.
                 try:
                     await self.client.close_session(instance)
                 except UpstreamError as exc:
                     if exc.code != "gateway_error":  # the QR phase answers 500, and still resets
                         raise
-        event = await self.client.start_session(instance, number)
+        event = await self.client.start_session(instance, number, forget_phone=switching)
+        if number is not None:
+            self._by_phone.add(instance)
+        else:
+            self._by_phone.discard(instance)
         # The answer is the state when the request arrived (§8.6): anything stored since then
         # (a QR webhook racing the answer) is newer, so stamp it like a resync read.
         return [dataclasses.replace(event, read_at_ms=read_at)] if event is not None else []
