@@ -29,7 +29,7 @@ from .internals import RelayManager, create_server
 from .sockets import SocketEdge
 from .viewers import Sessions
 from .state import Backend, open_backend
-from .webhooks import WebhookEndpoint
+from .webhooks import WebhookEndpoint, Webhooks
 
 log = logging.getLogger("relay")
 
@@ -70,11 +70,10 @@ class RelayApp:
         self.http_app = Starlette(routes=routes.routes(settings), middleware=middleware,
                                   lifespan=self.lifespan)
         self.http_app.state.settings = settings
-        self.webhooks = WebhookEndpoint(self.http_app, secret=settings.webhook_secret,
-                                        max_body=settings.max_body,
-                                        max_inflight=settings.max_inflight)
-        self.asgi = OriginLog(socketio.ASGIApp(self.sio, other_asgi_app=self.webhooks,
-                                               socketio_path="socket.io"), settings.allowed_origins)
+        self.webhooks = Webhooks(secret=settings.webhook_secret, max_body=settings.max_body,
+                                 max_inflight=settings.max_inflight)
+        self.asgi = OriginLog(socketio.ASGIApp(self.sio, other_asgi_app=WebhookEndpoint(
+            self.http_app, self.webhooks), socketio_path="socket.io"), settings.allowed_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.asgi(scope, receive, send)
@@ -110,7 +109,7 @@ class RelayApp:
             core.spawn("slow-viewers", self.manager.evict_slow_viewers(self.metrics.slow_viewers.inc))
             core.spawn("viewers-sweep", front.sweep())
             log.debug("worker started (pid %d)", os.getpid())
-            yield {"core": core, "front": front}
+            yield {"core": core, "front": front, "webhooks": self.webhooks}
 
 
 def create_app(settings: Settings, *, backend: Backend | None = None) -> RelayApp:

@@ -18,9 +18,8 @@ import resource
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from ..logs import Throttle
+from .fastpath import WebhookFastPath
 
 log = logging.getLogger("relay.http")
 _throttle = Throttle(10.0)
@@ -49,8 +48,8 @@ def _say(kind: str, message: str) -> None:
         log.warning("%s%s", message, f" ({held} more since the last line)" if held else "")
 
 
-class GuardedHttp(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the limits above."""
+class GuardedHttp(WebhookFastPath):
+    """uvicorn's httptools protocol with the limits above (and webhooks answered on it)."""
 
     def __init__(self, *args: Any, limits: Limits, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -7,7 +7,8 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,39 @@ async def running_relay(**changes: Any) -> AsyncIterator[RelayServer]:
         yield server
     finally:
         await server.stop()
+
+
+@contextlib.contextmanager
+def threaded_relay(settings: Settings) -> Iterator[RelayServer]:
+    """The relay under real uvicorn in a thread of its own (its own event loop), for synchronous
+    tests that want the real HTTP front rather than an in-process ASGI client."""
+    server = RelayServer(settings)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.start())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            failed.append(exc)
+            return
+        finally:
+            started.set()
+        loop.run_until_complete(server.task)  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=run, name=f"relay-{server.port}", daemon=True)
+    thread.start()
+    started.wait(30)
+    if failed:
+        raise failed[0]
+    try:
+        yield server
+    finally:
+        server.server.should_exit = True
+        thread.join(15)
+        loop.close()
 
 
 def process_env(env: dict[str, str] | None = None) -> dict[str, str]:
