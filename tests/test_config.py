@@ -112,6 +112,13 @@ def test_cli_serve_refuses_a_bad_cluster_url_in_one_line() -> None:
         "redis+sentinel://host:26379,host:26379/<service-name>[/db]"]
 
 
+def test_cli_redis_url_flag_is_checked_too() -> None:
+    result = _cli("serve", "--redis-url", "redis+cluster://:hunter2@n1:7000/1", env=GOOD)
+    assert result.returncode == 2 and "hunter2" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "relay: --redis-url points at a Redis Cluster, which has database 0 only: drop the path"]
+
+
 def test_cli_token_prints_a_verifiable_token() -> None:
     result = _cli("token", "--instance", "shop-1", "--ttl", "120", env=GOOD)
     assert result.returncode == 0, result.stderr
