@@ -21,7 +21,8 @@ import pytest
 from relay.state.redis_client import Keys
 from tests.support.clients import SioViewer, connected_viewer, token
 from tests.support.failover import Gateway, Shown, wait_status
-from tests.support.redis_cluster import ClusterServers, Node, SentinelGroup
+from tests.support.redis_cluster import ClusterServers, Node
+from tests.support.redis_sentinel import SentinelGroup
 from tests.support.relay import RelayProcess
 
 KEYS = Keys("relay")

@@ -18,7 +18,8 @@ from relay.state.memory import open_memory
 from relay.state.redis import open_redis
 from relay.wire import unwire
 from tests.support.redis import RedisServer
-from tests.support.redis_cluster import ClusterServers, SentinelGroup
+from tests.support.redis_cluster import ClusterServers
+from tests.support.redis_sentinel import SentinelGroup
 
 
 class Recorder:
