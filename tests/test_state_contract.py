@@ -11,12 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis
+import redis.cluster
+import redis.sentinel
 
-from relay.snapshot import Event, NewQR
+from relay.snapshot import Event, NewQR, Record
 from relay.state import Backend, Broker, Records
 from relay.state.memory import open_memory
 from relay.state.redis import open_redis
-from relay.wire import unwire
+from relay.state.redis_client import Keys
+from relay.state.redis_url import parse_redis_url
+from relay.wire import message, unwire
 from tests.support.redis import RedisServer
 from tests.support.redis_cluster import ClusterServers
 from tests.support.redis_sentinel import SentinelGroup
@@ -311,3 +316,35 @@ async def test_lease_has_one_holder_and_status_is_shared(backend: Any) -> None:
     finally:
         for worker in workers:
             await worker.close()
+
+
+def blocking_publish(shared: Shared, channel: str, payload: str) -> None:
+    """Publish with a blocking client: the event loop (and the listener) cannot read until the
+    message is on its way, whatever happens to the subscription next."""
+    target = parse_redis_url(shared.url)
+    if target.kind == "cluster":
+        host, port = target.nodes[0]
+        with redis.cluster.RedisCluster(host=host, port=port) as cluster:
+            cluster.execute_command("SPUBLISH", channel, payload)
+        return
+    if target.kind == "sentinel":
+        sentinel = redis.sentinel.Sentinel(list(target.nodes))
+        with sentinel.master_for(target.service) as master:
+            master.publish(channel, payload)
+        return
+    with redis.Redis.from_url(shared.url) as client:
+        client.publish(channel, payload)
+
+
+async def test_nothing_is_delivered_after_unsubscribe(backend: Any) -> None:
+    """UNSUBSCRIBE is not waited for: Redis may publish to the worker after unsubscribe()
+    returned. Such a message must not be delivered."""
+    store, broker, rec, shared = backend
+    if shared is None:
+        pytest.skip("memory: unsubscribe takes effect at once")
+    await broker.subscribe("a")
+    snap = await store.apply(qr("a", "c1"))
+    assert snap is not None and (await rec.next())[1] == snap
+    blocking_publish(shared, Keys(shared.prefix).channel("a"), message(Record(snapshot=snap), version=1))
+    await broker.unsubscribe("a")  # before the listener could read what was just published
+    assert await rec.nothing_within()

@@ -153,14 +153,17 @@ class RedisBroker:
                 last_seen = now
                 kind = message.get("type")
                 channel = message.get("channel")
-                if kind in DATA and isinstance(channel, str) and self._listener is not None:
-                    try:
-                        await self._listener.deliver(self.keys.channel_instance(channel),
-                                                     message["data"])
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:  # one bad message must not stop the listener
-                        log.exception("delivering one update failed; skipped")
+                if kind in DATA and isinstance(channel, str):
+                    # Only wanted channels: UNSUBSCRIBE is not waited for, so Redis may still
+                    # publish to us after unsubscribe() returned; nothing is delivered after it.
+                    if channel in self._wanted and self._listener is not None:
+                        try:
+                            await self._listener.deliver(self.keys.channel_instance(channel),
+                                                         message["data"])
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception:  # one bad message must not stop the listener
+                            log.exception("delivering one update failed; skipped")
                 elif kind in CONFIRM and isinstance(channel, str):
                     waiter = self._confirmed.pop(channel, None)
                     if waiter is not None and not waiter.done():
