@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .state.redis_url import parse_redis_url
 
 SOCKET_MODES = ("off", "global", "instances")
 # `relay serve` flags and the variables they stand for (an error names what the user typed).
@@ -88,7 +89,7 @@ class Settings:
             "host": r.text("RELAY_HOST", "127.0.0.1"),
             "port": r.integer("RELAY_PORT", 8000, lo=0, hi=65535),
             "workers": r.integer("RELAY_WORKERS", 1, lo=1, hi=256),
-            "redis_url": r.url("RELAY_REDIS_URL", ("redis", "rediss", "unix")),
+            "redis_url": r.redis_url("RELAY_REDIS_URL"),
             "webhook_secret": r.opt("RELAY_WEBHOOK_SECRET"),
             "admin_key": r.key("RELAY_ADMIN_KEY"),
             "evolution_url": r.url("RELAY_EVOLUTION_URL", ("http", "https")),
@@ -100,7 +101,7 @@ class Settings:
             "qr_ttl": r.number("RELAY_QR_TTL", 45.0, lo=1.0, hi=3600.0),
             "qr_wait": r.number("RELAY_QR_WAIT", 30.0, lo=0.1, hi=3600.0),
             "auto_connect": r.choice("RELAY_AUTO_CONNECT", AUTO_CONNECT, "on-view"),
-            "key_prefix": r.text("RELAY_KEY_PREFIX", "relay"),
+            "key_prefix": r.key_prefix("RELAY_KEY_PREFIX"),
             "log_level": r.choice("RELAY_LOG_LEVEL", LOG_LEVELS, "info"),
             "web_dir": Path(r.text("RELAY_WEB_DIR", str(DEFAULT_WEB_DIR))),
             "max_body": r.integer("RELAY_MAX_BODY", 1024 * 1024, lo=1024, hi=64 * 1024 * 1024),
@@ -233,6 +234,23 @@ class _Reader:
             # Never echo the value: URLs often carry passwords.
             raise ConfigError(f"{self.name(name)} must be a {'/'.join(s + '://' for s in schemes)} URL")
         return raw.rstrip("/") if parts.scheme in ("http", "https") else raw
+
+    def redis_url(self, name: str) -> str | None:
+        """One Redis, a Cluster or a Sentinel group (relay/state/redis_url.py has the forms)."""
+        raw = self.opt(name)
+        if raw is None:
+            return None
+        try:
+            parse_redis_url(raw)
+        except ValueError as exc:  # the message never repeats the URL (passwords)
+            raise ConfigError(f"{self.name(name)} {exc}") from None
+        return raw
+
+    def key_prefix(self, name: str) -> str:
+        prefix = self.text(name, "relay")
+        if "{" in prefix or "}" in prefix:
+            raise ConfigError(f"{self.name(name)} may not contain {{ or }} (Redis Cluster hash tags use them)")
+        return prefix
 
     def items(self, name: str) -> tuple[str, ...]:
         raw = self.opt(name)

@@ -18,6 +18,7 @@ from .app import RelayApp, create_app
 from .auth import mint_token
 from .config import Settings, is_loopback
 from .internals import AnnouncingServer, GuardedHttp, Limits, run_workers
+from .state.redis_url import parse_redis_url
 
 log = logging.getLogger("relay")
 
@@ -83,7 +84,7 @@ def announce(settings: Settings) -> None:
     """Say that the relay listens (and, in development, how to try it)."""
     log.info("relay ready on http://%s:%d (pid %d, %d worker(s), state: %s)", settings.host,
              settings.port, os.getpid(), settings.workers,
-             "redis" if settings.redis_url else "in-memory")
+             parse_redis_url(settings.redis_url).describe() if settings.redis_url else "in-memory")
     if settings.secret_generated:
         print(getting_started(settings), file=sys.stderr, flush=True)
 

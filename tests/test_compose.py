@@ -267,3 +267,28 @@ def test_dockerfile_contract() -> None:
     user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert user and user[-1].split(":")[0] not in ("root", "0"), "the image must run as non-root"
     assert 'CMD ["relay", "serve", "--host", "0.0.0.0", "--port", "8000"]' in text
+
+
+HA_OVERRIDE = ROOT / "deploy" / "compose.redis-ha.yml"
+
+
+def test_redis_ha_override_only_points_the_relays_elsewhere() -> None:
+    """deploy/compose.redis-ha.yml: the relays take RELAY_REDIS_URL from .env, nothing else."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML not installed")
+    example = "redis+cluster://10.0.0.1:6379,10.0.0.2:6379"
+    doc = yaml.safe_load(_interpolate(HA_OVERRIDE.read_text(), {"RELAY_REDIS_URL": example}))
+    assert doc == {"services": {"relay": {"environment": {"RELAY_REDIS_URL": example}}}}
+    with pytest.raises(AssertionError, match="RELAY_REDIS_URL"):
+        _interpolate(HA_OVERRIDE.read_text(), {})  # required: no silent fallback
+
+
+def test_documented_cluster_and_sentinel_urls_are_valid() -> None:
+    from relay.config import Settings
+
+    docs = [ENV_EXAMPLE, ROOT / "deploy" / "README.md", ROOT / "README.md"]
+    urls = {m for path in docs
+            for m in re.findall(r"RELAY_REDIS_URL=(rediss?\+\w+://[^\s`]+)", path.read_text())}
+    assert any(u.startswith("redis+cluster://") for u in urls)
+    assert any(u.startswith("redis+sentinel://") for u in urls)
+    for url in urls:
+        assert Settings.from_env({"RELAY_REDIS_URL": url}).redis_url == url

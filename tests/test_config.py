@@ -46,10 +46,50 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
     assert variable in info.value.detail
 
 
+@pytest.mark.parametrize("url", [
+    "redis://redis:6379/0", "rediss://:pw@redis:6380/1", "unix:///run/redis.sock?db=2",
+    "redis+cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000",
+    "rediss+cluster://relay:pw@node-1:6379,node-2?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required",
+    "redis+sentinel://s1:26379,s2:26379,s3/mymaster",
+    "rediss+sentinel://:pw@[::1]:26379,s2/mymaster/2?sentinel_password=spw&ssl_check_hostname=false",
+])
+def test_redis_urls_of_every_kind_are_accepted(url: str) -> None:
+    assert Settings.from_env({**GOOD, "RELAY_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize("url, says", [
+    ("redis+cluster://", "lists no host"),
+    ("redis+cluster://n1:7000,n2:port", "port that is not a number"),
+    ("redis+cluster://n1:7000/3", "database 0 only"),
+    ("redis+cluster://n1:7000?db=1", "unknown option 'db'"),
+    ("redis+cluster://n1:7000?ssl_ca_certs=/ca.pem", "no TLS"),
+    ("redis+sentinel://s1:26379,s2:26379", "service name"),
+    ("redis+sentinel://s1/mymaster/zero", "/<service-name>[/<db number>]"),
+    ("rediss+sentinel://s1/m?ssl_cert_reqs=maybe", "ssl_cert_reqs"),
+    ("redis+clusters://n1:7000", "redis+cluster://"),
+])
+def test_bad_cluster_and_sentinel_urls_say_why_in_one_line(url: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**GOOD, "RELAY_REDIS_URL": url})
+    assert info.value.detail.startswith("RELAY_REDIS_URL ") and says in info.value.detail
+    assert "\n" not in info.value.detail
+
+
+def test_key_prefix_may_not_hold_hash_tag_braces() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**GOOD, "RELAY_KEY_PREFIX": "relay{x}"})
+    assert "RELAY_KEY_PREFIX" in info.value.detail
+
+
 def test_urls_with_passwords_are_not_echoed() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({**GOOD, "RELAY_REDIS_URL": "http://:hunter2@redis:6379"})
     assert "hunter2" not in info.value.detail
+    for url in ("redis+cluster://:hunter2@n1:7000/5", "redis+sentinel://u:hunter2@s1:x/m",
+                "rediss+sentinel://s1/m?sentinel_password=hunter2&oops=1"):
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({**GOOD, "RELAY_REDIS_URL": url})
+        assert "hunter2" not in info.value.detail and "RELAY_REDIS_URL" in info.value.detail
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -62,6 +102,21 @@ def test_cli_serve_refuses_bad_config_in_one_line() -> None:
     result = _cli("serve", env={"RELAY_QR_TTL": "never", **GOOD})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["relay: RELAY_QR_TTL must be a number, got 'never'"]
+
+
+def test_cli_serve_refuses_a_bad_cluster_url_in_one_line() -> None:
+    result = _cli("serve", env={"RELAY_REDIS_URL": "redis+sentinel://:hunter2@s1:26379", **GOOD})
+    assert result.returncode == 2 and "hunter2" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "relay: RELAY_REDIS_URL needs the master's service name as its path: "
+        "redis+sentinel://host:26379,host:26379/<service-name>[/db]"]
+
+
+def test_cli_redis_url_flag_is_checked_too() -> None:
+    result = _cli("serve", "--redis-url", "redis+cluster://:hunter2@n1:7000/1", env=GOOD)
+    assert result.returncode == 2 and "hunter2" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "relay: --redis-url points at a Redis Cluster, which has database 0 only: drop the path"]
 
 
 def test_cli_token_prints_a_verifiable_token() -> None:

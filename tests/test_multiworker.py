@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import redis
 
+from relay.state.redis_client import Keys
 from tests.support.clients import connected_viewer, post, token
 from tests.support.fixtures import evolution_event
 from tests.support.redis import RedisServer
@@ -35,8 +36,9 @@ def two_workers(redis_server: RedisServer) -> Iterator[tuple[RelayProcess, Relay
 
 
 def subscribers(redis_server: RedisServer, instance: str) -> int:
+    channel = Keys("relay").channel(instance)  # relay:ch:{my-instance}
     with redis.Redis(port=redis_server.port) as client:
-        return int(dict(client.pubsub_numsub(f"relay:ch:{instance}"))[f"relay:ch:{instance}".encode()])
+        return int(dict(client.pubsub_numsub(channel))[channel.encode()])
 
 
 async def test_webhook_on_one_worker_reaches_viewer_on_another(

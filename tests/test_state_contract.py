@@ -1,20 +1,30 @@
-"""One contract, two implementations: the same tests against memory and a real redis-server."""
+"""One contract, two implementations: the same tests against memory and real Redis: one
+redis-server, a 3-master Redis Cluster, and a Sentinel group (master, replica, three sentinels)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis
+import redis.cluster
+import redis.sentinel
 
-from relay.snapshot import Event, NewQR
+from relay.snapshot import Event, NewQR, Record
 from relay.state import Backend, Broker, Records
 from relay.state.memory import open_memory
 from relay.state.redis import open_redis
-from relay.wire import unwire
+from relay.state.redis_client import Keys
+from relay.state.redis_url import parse_redis_url
+from relay.wire import message, unwire
 from tests.support.redis import RedisServer
+from tests.support.redis_cluster import ClusterServers
+from tests.support.redis_sentinel import SentinelGroup
 
 
 class Recorder:
@@ -63,25 +73,64 @@ def opened(instance: str, ts: int) -> Event:
                  clear_qr=True, gateway_ts=ts, dedupe_key=f"{instance}-open-{ts}")
 
 
-def redis_backend(url: str) -> Backend:
-    return open_redis(url, prefix="relay", qr_ttl=45, qr_wait=30, default_upstream="evolution")
+@dataclass
+class Shared:
+    """The Redis a test's store lives on: how to open another worker's backend on it."""
+
+    kind: str  # redis | cluster | sentinel
+    url: str
+    prefix: str
+    server: RedisServer | None = None  # the one redis-server (killable), for kind "redis"
+
+    def open(self) -> Backend:
+        return open_redis(self.url, prefix=self.prefix, qr_ttl=45, qr_wait=30,
+                          default_upstream="evolution")
 
 
-@pytest.fixture(params=["memory", "redis"])
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterServers]:
+    servers = ClusterServers(masters=3)
+    servers.start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinel_group() -> Iterator[SentinelGroup]:
+    group = SentinelGroup(replicas=1)
+    group.start()
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Records, Broker, Recorder, Any]]:
     recorder = Recorder()
+    redis_server = None
+    shared: Shared | None = None
     if request.param == "memory":
         opened = open_memory(qr_ttl=45, qr_wait=30, default_upstream="evolution")
-        redis_server = None
-    else:
+    elif request.param == "redis":
         redis_server = RedisServer()
         redis_server.start()
-        opened = redis_backend(redis_server.url)
+        shared = Shared("redis", redis_server.url, "relay", redis_server)
+    else:  # one cluster / sentinel group per module: each test gets its own key prefix
+        servers = request.getfixturevalue("cluster" if request.param == "cluster" else "sentinel_group")
+        shared = Shared(request.param, servers.url, f"t{next(_prefixes)}")
+    if shared is not None:
+        opened = shared.open()
     store, broker = opened.records, opened.broker
     recorder.store = store
     await broker.start(recorder)
     try:
-        yield store, broker, recorder, redis_server
+        yield store, broker, recorder, shared
     finally:
         await opened.close()
         if redis_server is not None:
@@ -142,10 +191,10 @@ async def test_concurrent_copies_of_one_event_make_one_update(backend: Any) -> N
 
 async def test_two_redis_workers_apply_atomically(backend: Any) -> None:
     """Two stores on one Redis (two workers): interleaved events still give one consistent order."""
-    store, broker, rec, redis_server = backend
-    if redis_server is None:
+    store, broker, rec, shared = backend
+    if shared is None:
         pytest.skip("memory state lives in one process")
-    other_backend = redis_backend(redis_server.url)
+    other_backend = shared.open()
     other = other_backend.records
     try:
         await broker.subscribe("a")
@@ -165,9 +214,10 @@ async def test_two_redis_workers_apply_atomically(backend: Any) -> None:
 
 
 async def test_restore_after_redis_restarts_empty(backend: Any) -> None:
-    store, broker, rec, redis_server = backend
-    if redis_server is None:
-        pytest.skip("memory has no separate store to lose")
+    store, broker, rec, shared = backend
+    if shared is None or shared.server is None:
+        pytest.skip("one redis-server to restart (clusters and Sentinel: see the failover tests)")
+    redis_server = shared.server
     await broker.subscribe("a")
     snap = await store.apply(qr("a", "c1"))
     await rec.next()
@@ -187,11 +237,11 @@ async def test_restore_after_redis_restarts_empty(backend: Any) -> None:
 
 
 async def test_claims_are_won_once_per_ttl(backend: Any) -> None:
-    _, _, _, redis_server = backend
-    if redis_server is None:
+    _, _, _, shared = backend
+    if shared is None:
         workers = [open_memory(qr_ttl=45, qr_wait=30, default_upstream="evolution")]
     else:  # two workers on the same Redis
-        workers = [redis_backend(redis_server.url), redis_backend(redis_server.url)]
+        workers = [shared.open(), shared.open()]
     try:
         coordination = [w.coordination for w in workers]
         wins = await asyncio.gather(*(c.claim("stall:a:1", 0.3) for c in coordination * 3))
@@ -202,3 +252,99 @@ async def test_claims_are_won_once_per_ttl(backend: Any) -> None:
     finally:
         for worker in workers:
             await worker.close()
+
+
+async def test_names_with_braces_keep_one_slot_and_come_back_intact(backend: Any) -> None:
+    """Redis hashes what is between the first { and the next }: names holding braces (or %)
+    must still keep their record, dedupe key and channel in one slot (else the CAS fails with
+    CROSSSLOT on a cluster) and must come back exactly as given."""
+    store, broker, rec, _ = backend
+    names = ["x{y}", "}x{", "{}", "%7B", "a%b}"]
+    for name in names:
+        await broker.subscribe(name)
+        snap = await store.apply(qr(name, "c1"))
+        assert snap is not None and (await store.get(name)).snapshot == snap
+        assert await rec.next() == (name, snap)
+    assert sorted(await store.instances()) == sorted(names)
+
+
+async def test_store_that_lost_writes_is_put_forward(backend: Any) -> None:
+    """A promoted replica may lack the last writes (replication is asynchronous), as may a
+    Redis that restarted from an old dump: what a worker saw is never undone by it, the resync
+    puts it back, and publishes it for workers that read the older copy meanwhile."""
+    store, broker, rec, shared = backend
+    if shared is None:
+        pytest.skip("memory has no separate store to lose")
+    await broker.subscribe("a")
+    await store.apply(qr("a", "c1", ts=1000))
+    await rec.next()
+    key = f"{shared.prefix}:inst:{{a}}"
+    before = await store.client.hgetall(key)  # what a replica that missed the next write holds
+    c2 = await store.apply(qr("a", "c2", ts=3000))
+    assert c2 is not None and (await rec.next())[1] == c2
+    await store.client.hset(key, mapping=before)  # the failover: Redis forgot c2
+    # An event older than c2 still loses: the worker builds on the newest copy it has seen.
+    assert await store.apply(qr("a", "late", ts=2000)) is None
+    assert await store.restore({}) == 1  # the resync after the gap puts c2 back...
+    assert (await rec.next())[1] == c2  # ...and publishes it
+    other = shared.open()
+    try:
+        got = await other.records.get("a")  # a worker that never saw c2 reads it
+        assert got is not None and got.snapshot == c2
+    finally:
+        await other.close()
+
+
+async def test_lease_has_one_holder_and_status_is_shared(backend: Any) -> None:
+    """The lease (redis-py's Lock) and the gateway status, on every kind of Redis."""
+    _, _, _, shared = backend
+    if shared is None:
+        pytest.skip("memory: one process is always the holder")
+    workers = [shared.open(), shared.open()]
+    try:
+        first, second = (w.coordination.lease("evolution") for w in workers)
+        assert await first.acquire() is True
+        assert await second.acquire() is False  # one holder across workers
+        assert await first.renew() is True and await second.renew() is False
+        await first.release()
+        assert await second.acquire() is True  # free again once released
+        await second.release()
+        a, b = (w.coordination for w in workers)
+        assert await a.swap_status("evolution", {"ok": False, "detail": "down"}) is None
+        assert await b.status("evolution") == {"ok": False, "detail": "down"}
+        assert await b.swap_status("evolution", {"ok": True, "detail": None}) == {"ok": False, "detail": "down"}
+    finally:
+        for worker in workers:
+            await worker.close()
+
+
+def blocking_publish(shared: Shared, channel: str, payload: str) -> None:
+    """Publish with a blocking client: the event loop (and the listener) cannot read until the
+    message is on its way, whatever happens to the subscription next."""
+    target = parse_redis_url(shared.url)
+    if target.kind == "cluster":
+        host, port = target.nodes[0]
+        with redis.cluster.RedisCluster(host=host, port=port) as cluster:
+            cluster.execute_command("SPUBLISH", channel, payload)
+        return
+    if target.kind == "sentinel":
+        sentinel = redis.sentinel.Sentinel(list(target.nodes))
+        with sentinel.master_for(target.service) as master:
+            master.publish(channel, payload)
+        return
+    with redis.Redis.from_url(shared.url) as client:
+        client.publish(channel, payload)
+
+
+async def test_nothing_is_delivered_after_unsubscribe(backend: Any) -> None:
+    """UNSUBSCRIBE is not waited for: Redis may publish to the worker after unsubscribe()
+    returned. Such a message must not be delivered."""
+    store, broker, rec, shared = backend
+    if shared is None:
+        pytest.skip("memory: unsubscribe takes effect at once")
+    await broker.subscribe("a")
+    snap = await store.apply(qr("a", "c1"))
+    assert snap is not None and (await rec.next())[1] == snap
+    blocking_publish(shared, Keys(shared.prefix).channel("a"), message(Record(snapshot=snap), version=1))
+    await broker.unsubscribe("a")  # before the listener could read what was just published
+    assert await rec.nothing_within()

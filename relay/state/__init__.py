@@ -15,7 +15,9 @@ __all__ = ["Backend", "Broker", "BrokerListener", "Coordination", "Lease", "Reco
 @asynccontextmanager
 async def open_backend(url: str | None, *, prefix: str, qr_ttl: float, qr_wait: float,
                        default_upstream: str) -> AsyncIterator[Backend]:
-    """The backend a URL asks for: Redis for ``redis://…``, else memory. Closed on exit."""
+    """The backend a URL asks for: Redis for ``redis://…`` (also a Cluster, ``redis+cluster://…``,
+    or a Sentinel group, ``redis+sentinel://…``: see :mod:`.redis_url`), else memory. Closed on
+    exit."""
     if url:
         from .redis import open_redis
 

@@ -1,8 +1,11 @@
 """Per-instance channels on Redis pub/sub, with a supervised listener.
 
 One channel per instance, subscribed only while this worker has viewers of it. The listener task
-owns the pub/sub connection; after any gap it re-subscribes and tells the listener (the core) to
-push fresh snapshots, because pub/sub is at-most-once.
+owns the pub/sub connections: one to the server (or to the Sentinel group's master), or one per
+master of a Cluster (sharded pub/sub, each read by its own task, see :mod:`.redis_shards`). Any
+gap (a lost connection, a silent server, a failover, a MOVED, slots that moved away) ends the
+whole generation: the listener finds the topology afresh, re-subscribes everything, and tells
+the listener (the core) to push fresh snapshots, because pub/sub is at-most-once.
 """
 
 from __future__ import annotations
@@ -10,29 +13,36 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..tasks import Backoff
 from .contracts import BrokerListener
-from .redis_client import Keys, connect
+from .redis_client import Keys
+from .redis_shards import Shard, Topology
 
 log = logging.getLogger("relay.redis")
-PING_EVERY = 5.0  # the listener pings its connection; silence for SILENT_AFTER means it is dead
+PING_EVERY = 5.0  # the listener pings each connection; silence for SILENT_AFTER means it is dead
 SILENT_AFTER = 15.0
 SUBSCRIBE_WAIT = 2.0
+DATA = ("message", "smessage")
+CONFIRM = ("subscribe", "ssubscribe")
+LEAVE = ("unsubscribe", "sunsubscribe")
+
+
+class TopologyChanged(ConnectionError):
+    """A shard stopped serving a channel we still want (its slot moved, or it was demoted)."""
 
 
 class RedisBroker:
-    """Per-instance channels; the listener task owns the pub/sub connection."""
+    """Per-instance channels; the listener task owns the pub/sub connections."""
 
-    def __init__(self, url: str, keys: Keys):
-        self.url = url
+    def __init__(self, topology: Topology, keys: Keys):
+        self.topology = topology
         self.keys = keys
         self.healthy = False
         self._wanted: set[str] = set()
         self._confirmed: dict[str, asyncio.Future[None]] = {}
-        self._pubsub: aioredis.client.PubSub | None = None
+        self._shards: list[Shard] = []
         self._listener: BrokerListener | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -46,14 +56,18 @@ class RedisBroker:
         except asyncio.TimeoutError:
             log.error("Redis pub/sub is not reachable yet; the listener keeps trying")
 
+    def _shard(self, channel: str) -> Shard | None:
+        return next((s for s in self._shards if s.owns(channel)), None)
+
     async def subscribe(self, instance: str) -> None:
         channel = self.keys.channel(instance)
         self._wanted.add(channel)
-        if self._pubsub is None or not self.healthy:
+        shard = self._shard(channel)
+        if shard is None or not self.healthy:
             return  # the listener subscribes everything wanted when it (re)connects
         waiter = self._confirmed.setdefault(channel, asyncio.get_running_loop().create_future())
         try:
-            await self._pubsub.subscribe(channel)
+            await shard.subscribe(channel)
             # Wait for Redis to confirm, so a snapshot read after this can't miss a publish.
             await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_WAIT)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
@@ -64,23 +78,25 @@ class RedisBroker:
         channel = self.keys.channel(instance)
         self._wanted.discard(channel)
         self._confirmed.pop(channel, None)
-        if self._pubsub is not None and self.healthy:
+        shard = self._shard(channel)
+        if shard is not None and self.healthy:
             try:
-                await self._pubsub.unsubscribe(channel)
+                await shard.unsubscribe(channel)
             except (RedisError, OSError):
                 pass  # the connection is gone; it will not be re-subscribed
 
     async def _run(self) -> None:
-        """Connect, subscribe, listen; on any failure reconnect with capped backoff. Only
-        cancellation ends it, so no worker can stay deaf."""
+        """Find the shards, subscribe, listen; on any failure start over with capped backoff.
+        Only cancellation ends it, so no worker can stay deaf."""
         backoff = Backoff(0.1, 5.0)
         first = True
         while True:
-            client = connect(self.url, pool=None, timeout=None)
-            pubsub = client.pubsub()
+            shards: list[Shard] = []
             try:
-                await pubsub.subscribe(self.keys.heartbeat, *self._wanted)
-                self._pubsub = pubsub
+                shards = await self.topology.shards()
+                for shard in shards:
+                    await shard.open(self.keys.heartbeat, [c for c in self._wanted if shard.owns(c)])
+                self._shards = shards
                 self.healthy = True
                 self._connected.set()
                 backoff.reset()
@@ -88,7 +104,7 @@ class RedisBroker:
                     log.info("Redis listener is back; resyncing %d instance(s)", len(self._wanted))
                     await self._notify_resume()
                 first = False
-                await self._listen(pubsub)
+                await self._listen_all(shards)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is a reconnect, never a silent exit
@@ -100,56 +116,70 @@ class RedisBroker:
                     await self._listener.degrade("the relay lost its connection to Redis; "
                                                  "updates are paused and will resume by themselves")
             finally:
-                self._pubsub = None
+                self._shards = []
                 self.healthy = False
                 for waiter in self._confirmed.values():
                     if not waiter.done():
                         waiter.cancel()
                 self._confirmed.clear()
-                await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
-                await _quietly(client.aclose())
+                for shard in shards:
+                    await shard.close()
             await asyncio.sleep(backoff.next())
 
     async def _notify_resume(self) -> None:
         if self._listener is not None:
             await self._listener.resume([self.keys.channel_instance(c) for c in self._wanted])
 
-    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
+    async def _listen_all(self, shards: list[Shard]) -> None:
+        """Read every shard at once, each on its own task; the first to fail ends them all."""
+        tasks = [asyncio.create_task(self._listen(s), name=f"redis-listener-{s.name}") for s in shards]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # raises what stopped it
+            raise ConnectionError("a shard listener stopped")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _listen(self, shard: Shard) -> None:
         loop = asyncio.get_running_loop()
         last_seen = last_ping = loop.time()
         while True:
-            message = await pubsub.get_message(timeout=1.0)
+            message = await shard.pubsub.get_message(timeout=1.0)
             now = loop.time()
             if message is not None:
                 last_seen = now
                 kind = message.get("type")
                 channel = message.get("channel")
-                if kind == "message" and isinstance(channel, str) and self._listener is not None:
-                    try:
-                        await self._listener.deliver(self.keys.channel_instance(channel),
-                                                     message["data"])
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:  # one bad message must not stop the listener
-                        log.exception("delivering one update failed; skipped")
-                elif kind == "subscribe" and isinstance(channel, str):
+                if kind in DATA and isinstance(channel, str):
+                    # Only wanted channels: UNSUBSCRIBE is not waited for, so Redis may still
+                    # publish to us after unsubscribe() returned; nothing is delivered after it.
+                    if channel in self._wanted and self._listener is not None:
+                        try:
+                            await self._listener.deliver(self.keys.channel_instance(channel),
+                                                         message["data"])
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception:  # one bad message must not stop the listener
+                            log.exception("delivering one update failed; skipped")
+                elif kind in CONFIRM and isinstance(channel, str):
                     waiter = self._confirmed.pop(channel, None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(None)
+                elif kind in LEAVE and isinstance(channel, str):
+                    if shard.dropped(channel) and channel in self._wanted:
+                        raise TopologyChanged(f"{shard.name} stopped serving a channel "
+                                              "(its slot moved or the node was demoted)")
             if now - last_ping >= PING_EVERY:
                 last_ping = now
-                await pubsub.ping()
+                await shard.pubsub.ping()
             if now - last_seen > SILENT_AFTER:
-                raise ConnectionError(f"no answer from Redis for {SILENT_AFTER:g} s")
+                raise ConnectionError(f"no answer from Redis ({shard.name}) for {SILENT_AFTER:g} s")
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-
-
-async def _quietly(coro: object) -> None:
-    try:
-        await coro  # type: ignore[misc]
-    except Exception:
-        pass
+        await self.topology.close()

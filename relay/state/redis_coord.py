@@ -8,11 +8,10 @@ import secrets
 import socket
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
 
-from .redis_client import Keys
+from .redis_client import Client, Keys
 
 
 class RedisLease:
@@ -20,7 +19,7 @@ class RedisLease:
     renew and release only while the token is still ours). The token names the holder
     (``host:pid:random``), so ``GET <prefix>:lease:<gateway>`` tells an operator who holds it."""
 
-    def __init__(self, client: aioredis.Redis, key: str, ttl: float = 5.0):
+    def __init__(self, client: Client, key: str, ttl: float = 5.0):
         self.ttl = ttl
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._lock = Lock(client, key, timeout=ttl, blocking=False, thread_local=False)
@@ -42,7 +41,7 @@ class RedisLease:
 
 
 class RedisCoordination:
-    def __init__(self, client: aioredis.Redis, keys: Keys):
+    def __init__(self, client: Client, keys: Keys):
         self.client = client
         self.keys = keys
 

@@ -3,10 +3,18 @@
 One hash per instance holds the :class:`~relay.snapshot.Record` (``r``) and a write version
 (``v``). The rules in :mod:`relay.snapshot` run once, in Python, for both stores: a worker applies
 the event to its copy of the record and writes back with one Lua compare-and-set that checks the
-version and the dedupe key, stores, and PUBLISHes, atomically. An update is therefore published
-if and only if it was stored, and a channel's messages come in seq order. Each worker keeps the
-records it wrote, read or saw on a channel lately, so a write usually needs no read first (one
-round trip), and so that it can put them back if Redis restarts empty.
+version and the dedupe key, stores, and PUBLISHes (SPUBLISHes on a Cluster, where the record, the
+dedupe key and the channel share the instance's slot), atomically. An update is therefore
+published if and only if it was stored, and a channel's messages come in seq order. Each worker
+keeps the records it wrote, read or saw on a channel lately, so a write usually needs no read
+first (one round trip), and so that it can put them back if Redis loses them.
+
+Versions are a hybrid clock like ``seq`` (microseconds of wall time, or the previous + 1): they
+only grow, even across a Redis that lost data, so "Redis holds an older version than this worker
+has seen" means Redis lost writes: it restarted, or a replica that had not received the last
+writes (replication is asynchronous) was promoted. The worker then writes its newer copy back
+(on its next write to the instance, or at the resync after the gap), and the restore is
+published so that workers whose viewers read the older copy meanwhile catch up.
 """
 
 from __future__ import annotations
@@ -14,13 +22,12 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..rules import apply
-from ..snapshot import Event, Record, Snapshot
+from ..snapshot import Event, Record, Snapshot, next_seq
 from ..wire import Wired, dump_record, encode, load_record, message, unwire
-from .redis_client import Keys
+from .redis_client import Client, Keys
 
 log = logging.getLogger("relay.redis")
 # KEYS: record hash, dedupe key. ARGV: expected version ('' = absent), record, new version,
@@ -36,10 +43,13 @@ if ARGV[6] ~= '0' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[6]) end
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return {1}
 """
-# Put a record back only where Redis has none (it restarted empty).
+# Put a record back where Redis has none (it restarted empty) or an older version (it lost the
+# last writes); a record Redis replaced is published (ARGV: record, version, channel, message).
 RESTORE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'r', ARGV[1], 'v', '1')
+local v = redis.call('HGET', KEYS[1], 'v')
+if v and tonumber(v) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'v', ARGV[2])
+if v then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 """
 DEDUPE_TTL = 30 * 60  # seconds; Evolution retries for up to ~20 minutes (protocols §2.5)
@@ -49,8 +59,8 @@ RECENT_MAX = 10_000  # records each worker caches (to write without reading, and
 class RedisRecords:
     """Latest record per instance in Redis, with a per-worker cache of recent records."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, *, qr_ttl: float, qr_wait: float,
-                 default_upstream: str = "evolution"):
+    def __init__(self, client: Client, keys: Keys, *, qr_ttl: float, qr_wait: float,
+                 default_upstream: str = "evolution", sharded: bool = False):
         self.client = client
         self.keys = keys
         self.qr_ttl_ms = int(qr_ttl * 1000)
@@ -60,8 +70,10 @@ class RedisRecords:
         # channel message it receives, so a write usually needs no read first (the CAS checks
         # the version, and hands back the current record when the cache was behind).
         self._cache: OrderedDict[str, tuple[int, Record | Wired]] = OrderedDict()
-        self._cas = client.register_script(CAS)
-        self._restore = client.register_script(RESTORE)
+        # On a Cluster, channels are sharded: a script may SPUBLISH to its own slot only.
+        publish = "'SPUBLISH'" if sharded else "'PUBLISH'"
+        self._cas = client.register_script(CAS.replace("'PUBLISH'", publish))
+        self._restore = client.register_script(RESTORE.replace("'PUBLISH'", publish))
 
     def _remember(self, instance: str, version: int, record: Record | Wired) -> None:
         self._cache[instance] = (version, record)
@@ -95,12 +107,12 @@ class RedisRecords:
         return record
 
     async def instances(self) -> list[str]:
-        start = len(self.keys.record(""))
-        return [k[start:] async for k in self.client.scan_iter(match=self.keys.record("*"), count=500)]
+        return [self.keys.record_instance(k)
+                async for k in self.client.scan_iter(match=self.keys.records, count=500)]
 
     async def apply(self, event: Event) -> Snapshot | None:
         key = self.keys.record(event.instance)
-        dedupe = self.keys.seen(event.dedupe_key)
+        dedupe = self.keys.seen(event.instance, event.dedupe_key)
         ttl = str(DEDUPE_TTL) if event.dedupe_key else "0"
         current: Record | None
         cached = self._cached(event.instance)
@@ -109,40 +121,55 @@ class RedisRecords:
         else:
             raw, stored = await self.client.hmget(key, ["r", "v"])
             version, current = int(stored or 0), (load_record(raw) if raw is not None else None)
+        expected = version  # the version Redis must hold for this write to land
         while True:
-            # A stale cache can only be behind Redis, so "stale event" verdicts hold; anything
-            # else is checked by the CAS.
+            # The copy is never older than what Redis acknowledged to anyone, so "stale event"
+            # verdicts hold; anything else is checked by the CAS.
             result = apply(current, event, qr_ttl_ms=self.qr_ttl_ms, qr_wait_ms=self.qr_wait_ms,
                            default_upstream=self.default_upstream)
             if result is None:
                 return None
             record, changed = result
+            new_version = next_seq(version)
             snapshot_json = encode(record.snapshot)  # once, for the record and the message
-            published = message(record, snapshot_json, version=version + 1) if changed else ""
+            published = message(record, snapshot_json, version=new_version) if changed else ""
             outcome = await self._cas(keys=[key, dedupe], args=[
-                str(version) if version else "", dump_record(record, snapshot_json), str(version + 1),
-                self.keys.channel(event.instance), published, ttl])
+                str(expected) if expected else "", dump_record(record, snapshot_json),
+                str(new_version), self.keys.channel(event.instance), published, ttl])
             if outcome[0] == 1:
-                self._remember(event.instance, version + 1, record)
+                self._remember(event.instance, new_version, record)
                 return record.snapshot if changed else None
             if outcome[0] == -1:
                 return None  # a copy of this event was stored first (another worker, a retry)
-            # Another worker wrote this instance since our copy: re-apply on the current one.
-            version = int(outcome[1] or 0)
-            current = load_record(outcome[2]) if outcome[2] else None
+            held = int(outcome[1] or 0)
+            if current is not None and held < version:
+                # Redis holds an older version than this worker has seen: it lost writes (a
+                # restart, or a failover to a replica that had not received them). Build on the
+                # newer copy; this write puts it back.
+                expected = held
+            else:
+                # Another worker wrote this instance since our copy: re-apply on the current one.
+                expected = version = held
+                current = load_record(outcome[2]) if outcome[2] else None
 
     async def restore(self, seen: dict[str, Record]) -> int:
-        """Put back what Redis lost when it restarted empty. SET NX: whatever Redis holds now was
-        written since, is newer, and wins. A full record (with its gateway clock) beats a bare
-        snapshot this worker only delivered."""
-        records = dict(seen)
+        """Put back what Redis lost: where it holds no record (it restarted empty) or an older
+        version than this worker has seen (a failover to a replica that missed the last writes).
+        Whatever Redis holds that is newer was written since, and wins. A full record (with its
+        gateway clock and version) beats a bare snapshot this worker only delivered, which only
+        fills a gap (version 1). A record that replaced an older one is published."""
+        records = {instance: (1, record) for instance, record in seen.items()}
         for instance in list(self._cache):
             cached = self._cached(instance)
             if cached is not None:
-                records[instance] = cached[1]
+                records[instance] = (max(1, cached[0]), cached[1])
         restored = 0
-        for instance, record in records.items():
-            if await self._restore(keys=[self.keys.record(instance)], args=[dump_record(record)]):
+        for instance, (version, record) in records.items():
+            snapshot_json = encode(record.snapshot)
+            published = message(record, snapshot_json, version=version)
+            if await self._restore(keys=[self.keys.record(instance)], args=[
+                    dump_record(record, snapshot_json), str(version), self.keys.channel(instance),
+                    published]):
                 restored += 1
         if restored:
             log.warning("Redis had lost the state of %d instance(s); restored it from this worker",
