@@ -90,7 +90,8 @@ class RelayApp:
             else:
                 backend = await stack.enter_async_context(open_backend(
                     s.redis_url, prefix=s.key_prefix, qr_ttl=s.qr_ttl, qr_wait=s.qr_wait,
-                    default_upstream=s.upstream_name))
+                    default_upstream=s.upstream_name, record_ttl=s.record_ttl,
+                    max_instances=s.max_instances))
             http = await stack.enter_async_context(aiohttp.ClientSession())
             rooms = Rooms(self.manager, self.metrics.slow_viewers.inc)
             core = Relay(backend, rooms, self.metrics, default_upstream=s.upstream_name,

@@ -59,6 +59,10 @@ class Settings:
     max_inflight: int = 256
     # Open connections per worker (websockets included); 0: the open-file limit less a reserve.
     max_connections: int = 0
+    # An instance's record outlives its last event by this many seconds (0: forever); memory
+    # keeps at most max_instances records (the least recently updated go first).
+    record_ttl: float = 7 * 24 * 3600.0
+    max_instances: int = 100_000
     # Seconds a client has to send its request headers (slowloris), and then its body.
     header_timeout: float = 10.0
     body_timeout: float = 30.0
@@ -107,6 +111,8 @@ class Settings:
             "max_body": r.integer("RELAY_MAX_BODY", 1024 * 1024, lo=1024, hi=64 * 1024 * 1024),
             "max_inflight": r.integer("RELAY_MAX_INFLIGHT", 256, lo=1, hi=100_000),
             "max_connections": r.integer("RELAY_MAX_CONNECTIONS", 0, lo=0, hi=10_000_000),
+            "record_ttl": r.number("RELAY_RECORD_TTL", 7 * 24 * 3600.0, lo=0.0, hi=10 * 365 * 86400.0),
+            "max_instances": r.integer("RELAY_MAX_INSTANCES", 100_000, lo=1, hi=100_000_000),
             "header_timeout": r.number("RELAY_HEADER_TIMEOUT", 10.0, lo=0.1, hi=300.0),
             "body_timeout": r.number("RELAY_BODY_TIMEOUT", 30.0, lo=0.1, hi=3600.0),
             "gateway_timeout": r.number("RELAY_GATEWAY_TIMEOUT", 10.0, lo=0.1, hi=300.0),
@@ -130,6 +136,9 @@ class Settings:
             raise ConfigError("RELAY_EVOLUTION_APIKEY is required when RELAY_EVOLUTION_URL is set")
         if values["wppconnect_url"] and not values["wppconnect_secret_key"]:
             raise ConfigError("RELAY_WPPCONNECT_SECRET_KEY is required when RELAY_WPPCONNECT_URL is set")
+        if 0 < float(values["record_ttl"]) < 3600:  # type: ignore[arg-type]
+            raise ConfigError("RELAY_RECORD_TTL must be 0 (keep records forever) or at least 3600 "
+                              "seconds: a record must outlive its instance's QR codes")
         if int(values["workers"]) > 1 and not values["redis_url"]:  # type: ignore[call-overload]
             raise ConfigError(
                 "RELAY_WORKERS/--workers > 1 needs RELAY_REDIS_URL: in-memory state lives in one process"

@@ -25,6 +25,7 @@ from .watchdog import Watchdog
 from .wire import encode, frame, loads, unwire
 
 log = logging.getLogger("relay")
+READY_WAIT = 1.0  # seconds /readyz waits for the store before saying it is not ready
 
 
 class NoGateway(RelayError):
@@ -171,8 +172,9 @@ class Relay:
         """Ready when the store answers and the channel listener is up; gateways are reported
         (not required: a relay whose gateway is down must stay in the balancer to say so)."""
         checks: dict[str, Any] = {"started": self.started}
-        try:
-            checks["store"] = bool(self.started and await self.records.ping())
+        try:  # a hung store must not hang the balancer's probe: answer within READY_WAIT
+            checks["store"] = bool(self.started and await asyncio.wait_for(self.records.ping(),
+                                                                            READY_WAIT))
         except Exception:
             checks["store"] = False
         checks["listener"] = bool(self.started and self.broker.healthy)
@@ -180,7 +182,8 @@ class Relay:
         for name in self.gateways:
             ok, detail = self.reachability.view(name)
             try:
-                status = await self.coordination.status(name)
+                status = await asyncio.wait_for(self.coordination.status(name), READY_WAIT) \
+                    if checks["store"] else None
             except Exception:
                 status = None
             gateways.append({"name": name, **(status or {"ok": ok, "detail": detail})})

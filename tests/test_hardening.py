@@ -19,6 +19,8 @@ import redis
 import websockets
 
 from relay.fakes import EvolutionEmulator
+from relay.gateways import evolution
+from relay.state.memory import MemoryBroker, MemoryRecords
 from tests.support.clients import connected_viewer, post, token
 from tests.support.fixtures import evolution_event
 from tests.support.rawsio import WS_PATH, handshake
@@ -280,3 +282,35 @@ async def test_15_smaller_findings(locked: Any) -> None:
     viewer, acks = await connected_viewer(locked.url, token("*"), *[f"i{n}" for n in range(65)])
     await viewer.close()
     assert all(a["ok"] for a in acks[:64]) and acks[64]["error"]["code"] == "too_many"
+
+
+async def test_8_state_is_bounded(redis_server: RedisServer) -> None:
+    """Names pile up no more: every record expires after its last write (RELAY_RECORD_TTL), in
+    memory past RELAY_MAX_INSTANCES the least recently updated one goes, and each worker's cache
+    of records is bounded in bytes as well as count (900 KB images are no longer kept at all; a
+    250 KB one without a code still is, up to the budget)."""
+    async with running_relay(redis_url=redis_server.url, record_ttl=3600.0) as relay:
+        recent = relay.rt.records.recent  # type: ignore[attr-defined]
+        recent.max_bytes = 2 * 1024 * 1024
+        for n in range(40):
+            body = {"event": "qrcode", "session": f"big-{n}", "qrcode": "data:image/png;base64,"
+                    + "A" * 250_000}
+            assert (await post(f"{relay.url}/webhooks/wppconnect", body))[0] == 200
+        assert recent.bytes <= recent.max_bytes and 0 < len(recent) < 10
+        with redis.Redis(port=redis_server.port) as client:
+            keys = [k for k in client.scan_iter("relay:inst:*")]
+            assert len(keys) == 40
+            assert all(3500_000 < client.pttl(k) <= 3600_000 for k in keys)
+    async with running_relay(max_instances=50) as relay:
+        for n in range(80):
+            assert (await post(f"{relay.url}/webhooks/evolution", evolution_event(
+                "webhook-connection-update-open", instance=f"shop-{n}")))[0] == 200
+        kept = await relay.rt.records.instances()
+        assert len(kept) == 50 and kept[0] == "shop-30" and kept[-1] == "shop-79"
+    # And a record expires after its last write (a tiny TTL here; at least an hour in settings).
+    records = MemoryRecords(MemoryBroker(), qr_ttl=45, qr_wait=30, record_ttl=0.05)
+    event = evolution.parse(evolution_event("webhook-connection-update-open", instance="old"))
+    assert event is not None and await records.apply(event) is not None
+    assert await records.get("old") is not None
+    await asyncio.sleep(0.1)
+    assert await records.get("old") is None and await records.instances() == []

@@ -3,15 +3,18 @@ test double."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from typing import Any
 
+from ..logs import Throttle
 from ..rules import apply
 from ..snapshot import Event, Record, Snapshot
 from ..wire import message
 from .contracts import Backend, BrokerListener
 
+log = logging.getLogger("relay.memory")
 DEDUPE_TTL = 30 * 60.0  # Evolution retries for up to ~20 minutes (protocols §2.5).
 DEDUPE_MAX = 100_000
 
@@ -42,23 +45,55 @@ class MemoryBroker:
 
 
 class MemoryRecords:
-    """Latest record per instance in a dict. ``apply`` has no await before its write, so it is
-    atomic on the event loop without a lock."""
+    """Latest record per instance in a dict, least recently written first. ``apply`` has no
+    await before its write, so it is atomic on the event loop without a lock.
+
+    Bounded like the Redis records: a record expires ``record_ttl`` seconds after its last write
+    (0: never), and past ``max_instances`` the least recently written one is dropped (its next
+    event brings it back), so that no sender of names can grow a worker without bound."""
 
     def __init__(self, broker: MemoryBroker, *, qr_ttl: float, qr_wait: float,
-                 default_upstream: str = "evolution"):
+                 default_upstream: str = "evolution", record_ttl: float = 0.0,
+                 max_instances: int = 100_000):
         self.broker = broker
         self.qr_ttl_ms = int(qr_ttl * 1000)
         self.qr_wait_ms = int(qr_wait * 1000)
         self.default_upstream = default_upstream
-        self._records: dict[str, Record] = {}
+        self.record_ttl = record_ttl
+        self.max_instances = max_instances
+        self._records: OrderedDict[str, tuple[Record, float]] = OrderedDict()  # (record, written)
         self._seen: OrderedDict[str, float] = OrderedDict()
+        self._dropped = Throttle(60.0)
 
     async def get(self, instance: str) -> Record | None:
-        return self._records.get(instance)
+        return self._current(instance)
+
+    def _current(self, instance: str) -> Record | None:
+        entry = self._records.get(instance)
+        if entry is None:
+            return None
+        if self.record_ttl and entry[1] + self.record_ttl < time.monotonic():
+            del self._records[instance]
+            return None
+        return entry[0]
+
+    def _keep(self, instance: str, record: Record) -> None:
+        now = time.monotonic()
+        self._records[instance] = (record, now)
+        self._records.move_to_end(instance)
+        while self._records:  # the least recently written first: expired, or past the cap
+            oldest, (_, written) = next(iter(self._records.items()))
+            expired = bool(self.record_ttl) and written + self.record_ttl < now
+            if not expired and len(self._records) <= self.max_instances:
+                break
+            del self._records[oldest]
+            if not expired and (held := self._dropped.ready("cap")) is not None:
+                log.warning("more than %d instances: forgot the least recently updated one "
+                            "(RELAY_MAX_INSTANCES)%s", self.max_instances,
+                            f" ({held} more since the last line)" if held else "")
 
     async def instances(self) -> list[str]:
-        return list(self._records)
+        return [i for i in list(self._records) if self._current(i) is not None]
 
     def _is_duplicate(self, key: str | None) -> bool:
         now = time.monotonic()
@@ -74,12 +109,12 @@ class MemoryRecords:
     async def apply(self, event: Event) -> Snapshot | None:
         if self._is_duplicate(event.dedupe_key):
             return None
-        result = apply(self._records.get(event.instance), event, qr_ttl_ms=self.qr_ttl_ms,
+        result = apply(self._current(event.instance), event, qr_ttl_ms=self.qr_ttl_ms,
                        qr_wait_ms=self.qr_wait_ms, default_upstream=self.default_upstream)
         if result is None:
             return None
         record, changed = result
-        self._records[event.instance] = record
+        self._keep(event.instance, record)
         if not changed:
             return None
         await self.broker.publish(event.instance, message(record))
@@ -138,9 +173,11 @@ class MemoryCoordination:
         return True
 
 
-def open_memory(*, qr_ttl: float, qr_wait: float, default_upstream: str) -> Backend:
+def open_memory(*, qr_ttl: float, qr_wait: float, default_upstream: str, record_ttl: float = 0.0,
+                max_instances: int = 100_000) -> Backend:
     broker = MemoryBroker()
-    records = MemoryRecords(broker, qr_ttl=qr_ttl, qr_wait=qr_wait, default_upstream=default_upstream)
+    records = MemoryRecords(broker, qr_ttl=qr_ttl, qr_wait=qr_wait, default_upstream=default_upstream,
+                            record_ttl=record_ttl, max_instances=max_instances)
 
     async def close() -> None:
         await broker.close()

@@ -13,14 +13,15 @@ from .redis_url import parse_redis_url
 
 
 def open_redis(url: str, *, prefix: str, qr_ttl: float, qr_wait: float,
-               default_upstream: str) -> Backend:
+               default_upstream: str, record_ttl: float = 0.0) -> Backend:
     """Records, broker and coordination on the Redis that ``url`` names (see
     :mod:`.redis_url`); the clients connect lazily."""
     target = parse_redis_url(url)
-    client, close_client = connect_target(target, pool=64, timeout=5.0)
+    client, close_client = connect_target(target, pool=64)
     keys = Keys(prefix)
     records = RedisRecords(client, keys, qr_ttl=qr_ttl, qr_wait=qr_wait,
-                           default_upstream=default_upstream, sharded=target.kind == "cluster")
+                           default_upstream=default_upstream, sharded=target.kind == "cluster",
+                           record_ttl=record_ttl)
     broker = RedisBroker(topology_for(target), keys)
 
     async def close() -> None:

@@ -21,8 +21,11 @@ from .redis_client import Keys
 from .redis_shards import Shard, Topology
 
 log = logging.getLogger("relay.redis")
-PING_EVERY = 5.0  # the listener pings each connection; silence for SILENT_AFTER means it is dead
-SILENT_AFTER = 15.0
+# The listener pings each connection every second; no answer at all for SILENT_AFTER means Redis
+# is gone or hung (a SIGSTOPped or swapping server keeps its sockets open: only silence tells).
+# Viewers then hear "updates paused" within ~3 s, as for a lost connection.
+PING_EVERY = 1.0
+SILENT_AFTER = 3.0
 SUBSCRIBE_WAIT = 2.0
 DATA = ("message", "smessage")
 CONFIRM = ("subscribe", "ssubscribe")

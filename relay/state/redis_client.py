@@ -32,11 +32,26 @@ COMMON: dict[str, Any] = dict(decode_responses=True, socket_keepalive=True, sock
                               health_check_interval=15)
 
 
-def connect(url: str, *, pool: int | None, timeout: float | None) -> aioredis.Redis:
-    """A client for one server at ``url``. ``pool=None``: the pub/sub connection (see below)."""
+# A command without an answer for this long fails (a hung server must not hold a webhook for
+# long: it gets its 503 and the gateway retries); a command that waits this long for a free
+# connection fails too.
+COMMAND_TIMEOUT = 1.5
+POOL_WAIT = 2.0
+
+
+def fail_fast() -> Retry:
+    """One immediate retry on a lost connection (it reconnects a pooled connection that died
+    with a Redis restart), none on a timeout: a hung server would only hold the caller longer."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+def connect(url: str, *, pool: int | None, timeout: float | None,
+            wait: float | None = None) -> aioredis.Redis:
+    """A client for one server at ``url``: commands time out after ``timeout`` s and wait up to
+    ``wait`` s for a free connection. ``pool=None``: the pub/sub connection (see below)."""
     # Fail fast (one immediate retry reconnects a pooled connection that died with a restart):
     # a webhook that can't be stored must get its 503 quickly so the gateway retries.
-    kwargs: dict[str, Any] = dict(COMMON, retry=Retry(NoBackoff(), 1))
+    kwargs: dict[str, Any] = dict(COMMON, retry=fail_fast())
     if pool is None:
         # The pub/sub connection: never a socket timeout (quiet periods are normal), and no
         # retry: redis-py would reconnect and re-subscribe silently, so the listener would never
@@ -44,7 +59,7 @@ def connect(url: str, *, pool: int | None, timeout: float | None) -> aioredis.Re
         kwargs["retry"] = Retry(NoBackoff(), 0)
         return aioredis.Redis.from_url(url, **kwargs)
     # A bounded pool that waits for a free connection instead of raising in a burst.
-    blocking = aioredis.BlockingConnectionPool.from_url(url, max_connections=pool, timeout=timeout,
+    blocking = aioredis.BlockingConnectionPool.from_url(url, max_connections=pool, timeout=wait,
                                                         socket_timeout=timeout, **kwargs)
     return aioredis.Redis(connection_pool=blocking)
 
@@ -91,10 +106,11 @@ class BoundedRedis(_Bounded, aioredis.Redis):  # type: ignore[misc]  # redis-py'
     """A client (of a Sentinel group's master) with a bounded number of commands in flight."""
 
 
-def connect_target(target: RedisTarget, *, pool: int,
-                   timeout: float) -> tuple[Client, Callable[[], Awaitable[None]]]:
-    """The commands client for ``target`` (records, coordination), and how to close it."""
-    retry = Retry(NoBackoff(), 1)  # fail fast, as for one server (see connect)
+def connect_target(target: RedisTarget, *, pool: int, timeout: float = COMMAND_TIMEOUT,
+                   wait: float = POOL_WAIT) -> tuple[Client, Callable[[], Awaitable[None]]]:
+    """The commands client for ``target`` (records, coordination), and how to close it:
+    commands time out after ``timeout`` s and wait up to ``wait`` s for their turn."""
+    retry = fail_fast()
     if target.kind == "cluster":
         cluster = BoundedCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
@@ -102,20 +118,20 @@ def connect_target(target: RedisTarget, *, pool: int,
             # On MOVED, patch the slot (the reply names its new node) instead of closing every
             # connection each 5th MOVED, which fails other commands in flight.
             reinitialize_steps=0, **COMMON, **target.options)
-        cluster.turns, cluster.turn_wait = pool, timeout
+        cluster.turns, cluster.turn_wait = pool, wait
         return cluster, cluster.aclose
     if target.kind == "sentinel":
         sentinel = sentinel_for(target)
         master: BoundedRedis = sentinel.master_for(
             target.service, redis_class=BoundedRedis, socket_timeout=timeout, retry=retry,
             max_connections=pool)
-        master.turns, master.turn_wait = pool, timeout
+        master.turns, master.turn_wait = pool, wait
 
         async def close() -> None:
             await master.aclose()
             await sentinel.aclose()
         return master, close
-    client = connect(target.url, pool=pool, timeout=timeout)
+    client = connect(target.url, pool=pool, timeout=timeout, wait=wait)
     return client, client.aclose
 
 

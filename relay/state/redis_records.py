@@ -7,7 +7,9 @@ version and the dedupe key, stores, and PUBLISHes (SPUBLISHes on a Cluster, wher
 dedupe key and the channel share the instance's slot), atomically. An update is therefore
 published if and only if it was stored, and a channel's messages come in seq order. Each worker
 keeps the records it wrote, read or saw on a channel lately, so a write usually needs no read
-first (one round trip), and so that it can put them back if Redis loses them.
+first (one round trip), and so that it can put them back if Redis loses them (within a count
+and byte budget: :mod:`.recent`). A record expires ``record_ttl`` after its last write, so that
+names nobody uses any more do not pile up in Redis.
 
 Versions are a hybrid clock like ``seq`` (microseconds of wall time, or the previous + 1): they
 only grow, even across a Redis that lost data, so "Redis holds an older version than this worker
@@ -20,18 +22,19 @@ published so that workers whose viewers read the older copy meanwhile catch up.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 
 from redis.exceptions import RedisError
 
 from ..rules import apply
 from ..snapshot import Event, Record, Snapshot, next_seq
-from ..wire import Wired, dump_record, encode, load_record, message, unwire
+from ..wire import dump_record, encode, load_record, message, unwire
+from .recent import Recent
 from .redis_client import Client, Keys
 
 log = logging.getLogger("relay.redis")
 # KEYS: record hash, dedupe key. ARGV: expected version ('' = absent), record, new version,
-# channel, channel message ('' = nothing to publish), dedupe TTL ('0' = no dedupe key).
+# channel, channel message ('' = nothing to publish), dedupe TTL ('0' = no dedupe key), record
+# TTL in ms ('0' = none: the record outlives its last write by that long).
 # Returns {1} stored, {-1} duplicate, or {0, version, record}: the instance changed since the
 # caller's copy, which is handed back so that the retry needs no extra read.
 CAS = """
@@ -39,71 +42,59 @@ if ARGV[6] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
 local cur = redis.call('HMGET', KEYS[1], 'v', 'r')
 if (cur[1] or '') ~= ARGV[1] then return {0, cur[1] or '', cur[2] or ''} end
 redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3])
+if ARGV[7] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[7]) end
 if ARGV[6] ~= '0' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[6]) end
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return {1}
 """
 # Put a record back where Redis has none (it restarted empty) or an older version (it lost the
-# last writes); a record Redis replaced is published (ARGV: record, version, channel, message).
+# last writes); a record Redis replaced is published (ARGV: record, version, channel, message,
+# record TTL in ms).
 RESTORE = """
 local v = redis.call('HGET', KEYS[1], 'v')
 if v and tonumber(v) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'r', ARGV[1], 'v', ARGV[2])
+if ARGV[5] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 if v then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 """
 DEDUPE_TTL = 30 * 60  # seconds; Evolution retries for up to ~20 minutes (protocols §2.5)
-RECENT_MAX = 10_000  # records each worker caches (to write without reading, and to re-seed)
 
 
 class RedisRecords:
     """Latest record per instance in Redis, with a per-worker cache of recent records."""
 
     def __init__(self, client: Client, keys: Keys, *, qr_ttl: float, qr_wait: float,
-                 default_upstream: str = "evolution", sharded: bool = False):
+                 default_upstream: str = "evolution", sharded: bool = False,
+                 record_ttl: float = 0.0):
         self.client = client
         self.keys = keys
         self.qr_ttl_ms = int(qr_ttl * 1000)
         self.qr_wait_ms = int(qr_wait * 1000)
         self.default_upstream = default_upstream
+        self.record_ttl_ms = str(int(record_ttl * 1000))
         # instance -> (version, record): from this worker's reads and writes and from every
         # channel message it receives, so a write usually needs no read first (the CAS checks
         # the version, and hands back the current record when the cache was behind).
-        self._cache: OrderedDict[str, tuple[int, Record | Wired]] = OrderedDict()
+        self.recent = Recent()
         # On a Cluster, channels are sharded: a script may SPUBLISH to its own slot only.
         publish = "'SPUBLISH'" if sharded else "'PUBLISH'"
         self._cas = client.register_script(CAS.replace("'PUBLISH'", publish))
         self._restore = client.register_script(RESTORE.replace("'PUBLISH'", publish))
 
-    def _remember(self, instance: str, version: int, record: Record | Wired) -> None:
-        self._cache[instance] = (version, record)
-        self._cache.move_to_end(instance)
-        if len(self._cache) > RECENT_MAX:
-            self._cache.popitem(last=False)
-
-    def _cached(self, instance: str) -> tuple[int, Record] | None:
-        entry = self._cache.get(instance)
-        if entry is None:
-            return None
-        version, record = entry
-        if isinstance(record, Wired):  # decoded only when a write needs it
-            record = record.record()
-            self._cache[instance] = (version, record)
-        return version, record
-
     def observe(self, instance: str, message: str) -> None:
         """A channel message seen by this worker: the newest version of the instance."""
         wired = unwire(message)
-        entry = self._cache.get(instance)
-        if entry is None or wired.version > entry[0]:
-            self._remember(instance, wired.version, wired)
+        known = self.recent.version(instance)
+        if known is None or wired.version > known:
+            self.recent.put(instance, wired.version, wired, len(message))
 
     async def get(self, instance: str) -> Record | None:
         raw, version = await self.client.hmget(self.keys.record(instance), ["r", "v"])
         if raw is None:
             return None
         record = load_record(raw)
-        self._remember(instance, int(version or 0), record)
+        self.recent.put(instance, int(version or 0), record, len(raw))
         return record
 
     async def instances(self) -> list[str]:
@@ -115,7 +106,7 @@ class RedisRecords:
         dedupe = self.keys.seen(event.instance, event.dedupe_key)
         ttl = str(DEDUPE_TTL) if event.dedupe_key else "0"
         current: Record | None
-        cached = self._cached(event.instance)
+        cached = self.recent.get(event.instance)
         if cached is not None:
             version, current = cached
         else:
@@ -133,11 +124,12 @@ class RedisRecords:
             new_version = next_seq(version)
             snapshot_json = encode(record.snapshot)  # once, for the record and the message
             published = message(record, snapshot_json, version=new_version) if changed else ""
+            dumped = dump_record(record, snapshot_json)
             outcome = await self._cas(keys=[key, dedupe], args=[
-                str(expected) if expected else "", dump_record(record, snapshot_json),
-                str(new_version), self.keys.channel(event.instance), published, ttl])
+                str(expected) if expected else "", dumped, str(new_version),
+                self.keys.channel(event.instance), published, ttl, self.record_ttl_ms])
             if outcome[0] == 1:
-                self._remember(event.instance, new_version, record)
+                self.recent.put(event.instance, new_version, record, len(dumped))
                 return record.snapshot if changed else None
             if outcome[0] == -1:
                 return None  # a copy of this event was stored first (another worker, a retry)
@@ -159,8 +151,8 @@ class RedisRecords:
         gateway clock and version) beats a bare snapshot this worker only delivered, which only
         fills a gap (version 1). A record that replaced an older one is published."""
         records = {instance: (1, record) for instance, record in seen.items()}
-        for instance in list(self._cache):
-            cached = self._cached(instance)
+        for instance in self.recent:
+            cached = self.recent.get(instance)
             if cached is not None:
                 records[instance] = (max(1, cached[0]), cached[1])
         restored = 0
@@ -169,7 +161,7 @@ class RedisRecords:
             published = message(record, snapshot_json, version=version)
             if await self._restore(keys=[self.keys.record(instance)], args=[
                     dump_record(record, snapshot_json), str(version), self.keys.channel(instance),
-                    published]):
+                    published, self.record_ttl_ms]):
                 restored += 1
         if restored:
             log.warning("Redis had lost the state of %d instance(s); restored it from this worker",
