@@ -39,6 +39,8 @@ def test_dev_secret_is_made_up() -> None:
     ({"RELAY_SECRET": "short"}, "RELAY_SECRET"),
     ({"RELAY_WORKERS": "2"}, "RELAY_REDIS_URL"),
     ({"RELAY_LOG_LEVEL": "loud"}, "RELAY_LOG_LEVEL"),
+    ({"RELAY_RECORD_TTL": "60"}, "RELAY_RECORD_TTL"),
+    ({"RELAY_MAX_INSTANCES": "0"}, "RELAY_MAX_INSTANCES"),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as info:
