@@ -155,7 +155,12 @@ async def test_nothing_accepted_is_lost(fault: str, relay2: RelayProcess,
         elif fault == "redis-stopped-resumed":
             stopped = time.monotonic()
             redis_server.pause()
-            await asyncio.sleep(8)
+            await asyncio.sleep(5)
+            # The balancer's probe answers (within a second or so), and says not ready.
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+                async with session.get(f"{relay2.url}/readyz") as resp:
+                    assert resp.status == 503
+            await asyncio.sleep(2)
             redis_server.resume()
             # Every viewer was told that updates are paused while Redis hung.
             assert all(v.paused_at is not None and v.paused_at > stopped for v in viewers)
