@@ -26,6 +26,7 @@ def open_redis(url: str, *, prefix: str, qr_ttl: float, qr_wait: float,
 
     async def close() -> None:
         await broker.close()
+        await records.close()
         await close_client()
 
     return Backend(records=records, coordination=RedisCoordination(client, keys), broker=broker,

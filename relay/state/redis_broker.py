@@ -150,19 +150,21 @@ class RedisBroker:
         loop = asyncio.get_running_loop()
         last_seen = last_ping = loop.time()
         while True:
-            message = await shard.pubsub.get_message(timeout=1.0)
+            replies = await shard.batch(timeout=1.0)  # ConnectionError when the connection is lost
             now = loop.time()
-            if message is not None:
+            if replies:
                 last_seen = now
-                kind = message.get("type")
-                channel = message.get("channel")
+            for reply in replies:
+                if not isinstance(reply, list) or len(reply) < 2:
+                    continue
+                kind, channel = reply[0], reply[1]
                 if kind in DATA and isinstance(channel, str):
                     # Only wanted channels: UNSUBSCRIBE is not waited for, so Redis may still
                     # publish to us after unsubscribe() returned; nothing is delivered after it.
                     if channel in self._wanted and self._listener is not None:
                         try:
                             await self._listener.deliver(self.keys.channel_instance(channel),
-                                                         message["data"])
+                                                         reply[2])
                         except asyncio.CancelledError:
                             raise
                         except Exception:  # one bad message must not stop the listener
@@ -177,7 +179,7 @@ class RedisBroker:
                                               "(its slot moved or the node was demoted)")
             if now - last_ping >= PING_EVERY:
                 last_ping = now
-                await shard.pubsub.ping()
+                shard.ping()
             if now - last_seen > SILENT_AFTER:
                 raise ConnectionError(f"no answer from Redis ({shard.name}) for {SILENT_AFTER:g} s")
 

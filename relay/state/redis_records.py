@@ -22,14 +22,17 @@ published so that workers whose viewers read the older copy meanwhile catch up.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
 from ..rules import apply
 from ..snapshot import Event, Record, Snapshot, next_seq
 from ..wire import dump_record, encode, load_record, message, unwire
 from .recent import Recent
-from .redis_client import Client, Keys
+from .redis_client import COMMAND_TIMEOUT, Client, Keys
+from .redis_lane import Lanes
 
 log = logging.getLogger("relay.redis")
 # KEYS: record hash, dedupe key. ARGV: expected version ('' = absent), record, new version,
@@ -58,6 +61,8 @@ if ARGV[5] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 if v then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 """
+# Answers that send a lane's command through redis-py instead.
+REDIRECTED = ("NOSCRIPT", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 DEDUPE_TTL = 30 * 60  # seconds; Evolution retries for up to ~20 minutes (protocols §2.5)
 
 
@@ -77,6 +82,7 @@ class RedisRecords:
         # channel message it receives, so a write usually needs no read first (the CAS checks
         # the version, and hands back the current record when the cache was behind).
         self.recent = Recent()
+        self.lanes = Lanes(client, COMMAND_TIMEOUT)
         # On a Cluster, channels are sharded: a script may SPUBLISH to its own slot only.
         publish = "'SPUBLISH'" if sharded else "'PUBLISH'"
         self._cas = client.register_script(CAS.replace("'PUBLISH'", publish))
@@ -125,7 +131,7 @@ class RedisRecords:
             snapshot_json = encode(record.snapshot)  # once, for the record and the message
             published = message(record, snapshot_json, version=new_version) if changed else ""
             dumped = dump_record(record, snapshot_json)
-            outcome = await self._cas(keys=[key, dedupe], args=[
+            outcome = await self._compare_and_set([key, dedupe], [
                 str(expected) if expected else "", dumped, str(new_version),
                 self.keys.channel(event.instance), published, ttl, self.record_ttl_ms])
             if outcome[0] == 1:
@@ -143,6 +149,27 @@ class RedisRecords:
                 # Another worker wrote this instance since our copy: re-apply on the current one.
                 expected = version = held
                 current = load_record(outcome[2]) if outcome[2] else None
+
+    async def _compare_and_set(self, keys: list[str], args: list[str]) -> list[Any]:
+        """The CAS script, on the lean lane to the key's node (see :mod:`.redis_lane`); through
+        redis-py when the script is not loaded there yet, or on a Cluster whose slot map is not
+        known yet, moved, or lost a master (redis-py loads the script, follows MOVED, learns the
+        map, and the next lane follows it)."""
+        lane = self.lanes.lane_for(keys[0])
+        if lane is not None:
+            try:
+                return await lane.call("EVALSHA", self._cas.sha, 2, *keys, *args)  # type: ignore[no-any-return]
+            except ResponseError as exc:
+                if not str(exc).startswith(REDIRECTED):
+                    raise
+            except RedisConnectionError:
+                if not self.lanes.cluster:
+                    raise
+                # A master gone: redis-py finds where its slots went (a lane follows its map).
+        return await self._cas(keys=keys, args=args)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        await self.lanes.close()
 
     async def restore(self, seen: dict[str, Record]) -> int:
         """Put back what Redis lost: where it holds no record (it restarted empty) or an older

@@ -10,26 +10,28 @@ shard with a task of its own.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from .redis_client import COMMON, pubsub_client, sentinel_for
+from .redis_lane import Subscriber
 from .redis_url import RedisTarget
 
 
 class Shard:
     """One pub/sub connection: to a cluster master for the channels of ``slots`` (SSUBSCRIBE),
-    or to the one master for every channel (``slots=None``, SUBSCRIBE)."""
+    or to the one master for every channel (``slots=None``, SUBSCRIBE). ``client`` opens it
+    (redis-py, with all of its configuration); :class:`~.redis_lane.Subscriber` reads it."""
 
     def __init__(self, name: str, client: aioredis.Redis, slots: frozenset[int] | None = None):
         self.name = name
         self.client = client
         self.slots = slots
         self.sharded = slots is not None
-        self.pubsub = client.pubsub()
+        self.subscriber = Subscriber()
         self._leaving: Counter[str] = Counter()  # channels we asked to leave, not yet confirmed
 
     def owns(self, channel: str) -> bool:
@@ -38,28 +40,30 @@ class Shard:
     async def open(self, heartbeat: str, channels: list[str]) -> None:
         """Connect and subscribe. The heartbeat channel (never published to) keeps the
         connection in pub/sub mode even without channels, so its pings tell if it is alive."""
+        await self.subscriber.open(self.client.connection_pool.make_connection())  # type: ignore[no-untyped-call]
         if not self.sharded:
-            await self.pubsub.subscribe(heartbeat, *channels)
+            self.subscriber.send("SUBSCRIBE", heartbeat, *channels)
             return
-        await self.pubsub.subscribe(heartbeat)
+        self.subscriber.send("SUBSCRIBE", heartbeat)
         by_slot: defaultdict[int, list[str]] = defaultdict(list)
         for channel in channels:  # one SSUBSCRIBE may only name channels of one slot
             by_slot[key_slot(channel.encode())].append(channel)
         for group in by_slot.values():
-            await self.pubsub.ssubscribe(*group)
+            self.subscriber.send("SSUBSCRIBE", *group)
+
+    async def batch(self, timeout: float) -> list[Any]:
+        """The replies that arrived (``[kind, channel, data-or-count]`` lists)."""
+        return await self.subscriber.batch(timeout)
+
+    def ping(self) -> None:
+        self.subscriber.send("PING")
 
     async def subscribe(self, channel: str) -> None:
-        if self.sharded:
-            await self.pubsub.ssubscribe(channel)
-        else:
-            await self.pubsub.subscribe(channel)
+        self.subscriber.send("SSUBSCRIBE" if self.sharded else "SUBSCRIBE", channel)
 
     async def unsubscribe(self, channel: str) -> None:
         self._leaving[channel] += 1
-        if self.sharded:
-            await self.pubsub.sunsubscribe(channel)
-        else:
-            await self.pubsub.unsubscribe(channel)
+        self.subscriber.send("SUNSUBSCRIBE" if self.sharded else "UNSUBSCRIBE", channel)
 
     def dropped(self, channel: str) -> bool:
         """An unsubscribe confirmation came for ``channel``: True when we never asked for it
@@ -72,11 +76,11 @@ class Shard:
         return True
 
     async def close(self) -> None:
-        for closing in (self.pubsub.aclose(), self.client.aclose()):  # type: ignore[no-untyped-call]
-            try:
-                await closing
-            except Exception:
-                pass  # the connection is gone already
+        await self.subscriber.close()
+        try:
+            await self.client.aclose()
+        except Exception:
+            pass  # the connection is gone already
 
 
 class Topology(Protocol):
