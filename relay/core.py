@@ -80,8 +80,13 @@ class Relay:
         """Store one gateway event (and publish it). True when viewers got an update."""
         return await self.records.apply(event) is not None
 
-    async def snapshot(self, instance: str) -> Snapshot:
-        """The snapshot to show now: stored or blank, never with an expired QR."""
+    async def snapshot(self, instance: str, *, read: bool = False) -> Snapshot:
+        """The snapshot to show now: stored or blank, never with an expired QR. Without a read
+        of the store when this worker's viewers already have the current one (``read`` forces
+        it)."""
+        known = None if read else self.hub.current(instance)
+        if known is not None:
+            return self.hub.overlay.apply(live(loads(known)))
         try:
             stored = await self.records.get(instance)
         except RelayError:
@@ -139,7 +144,7 @@ class Relay:
         as an update."""
         gateway = await self.gateway_for(instance)
         await gateway.connect(instance, number)
-        return await self.snapshot(instance)
+        return await self.snapshot(instance, read=True)  # what the gateway's answer changed
 
     def controls(self) -> dict[str, bool]:
         """What a page may offer: asking for a QR, or for a code to type on the phone."""
@@ -166,7 +171,7 @@ class Relay:
     async def logout(self, instance: str) -> Snapshot:
         gateway = await self.gateway_for(instance)
         await gateway.logout(instance)
-        return await self.snapshot(instance)
+        return await self.snapshot(instance, read=True)
 
     async def readiness(self) -> dict[str, Any]:
         """Ready when the store answers and the channel listener is up; gateways are reported
@@ -209,12 +214,13 @@ class Relay:
         for instance in instances:
             if self.hub.watched(instance):
                 try:
-                    snap = await self.snapshot(instance)
+                    snap = await self.snapshot(instance, read=True)
                 except RelayError as exc:
                     log.warning("resync of one instance failed: %s", exc.detail)
                     continue
                 await self.hub.deliver(instance, frame(snap["seq"], snap["updatedAt"] or 0,
                                                        encode(snap)), fresh=False)
+                self.hub.resynced(instance)
 
     async def degrade(self, detail: str) -> None:
         await self.hub.degrade(detail)

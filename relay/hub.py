@@ -86,11 +86,15 @@ class Hub:
         self.delivery = delivery
         self.metrics = metrics
         self._counts: dict[str, int] = defaultdict(int)
-        self._subscribing: dict[str, asyncio.Task[None]] = {}
+        self._subscribing: dict[str, asyncio.Task[bool]] = {}
         self._sse: dict[str, set[SSEViewer]] = defaultdict(set)
         # The last snapshot delivered per watched instance, (seq, JSON): what viewers are told
         # "is paused" when the store can't be read, and what is put back if Redis lost it.
         self.last: dict[str, tuple[int, str]] = {}
+        # Watched instances whose channel the store confirmed since the listener's last gap:
+        # their ``last`` is the current snapshot (every newer one comes on the channel), so a
+        # viewer who joins is answered without reading the store (reconnect storms).
+        self._current: set[str] = set()
         self.overlay = Overlay()
 
     # -- viewers ---------------------------------------------------------------------------
@@ -104,7 +108,8 @@ class Hub:
             self._subscribing[instance] = pending
             self.metrics.subscribed.set(len(self._subscribing))
         # Shielded: a viewer that leaves mid-subscribe must not cancel it for the others.
-        await asyncio.shield(pending)
+        if await asyncio.shield(pending) and self.watched(instance):
+            self._current.add(instance)
 
     async def unwatch(self, instance: str) -> None:
         self._counts[instance] -= 1
@@ -112,12 +117,27 @@ class Hub:
             return
         del self._counts[instance]
         self.last.pop(instance, None)
+        self._current.discard(instance)
         self._subscribing.pop(instance, None)
         self.metrics.subscribed.set(len(self._subscribing))
         await self.broker.unsubscribe(instance)
 
     def watched(self, instance: str) -> bool:
         return bool(self._counts.get(instance))
+
+    def resynced(self, instance: str) -> None:
+        """The snapshot of a watched instance was read again after the listener's gap (its
+        channel was subscribed again first): ``last`` is current again."""
+        if self.watched(instance) and instance in self.last:
+            self._current.add(instance)
+
+    def current(self, instance: str) -> str | None:
+        """The snapshot JSON viewers of ``instance`` were last given, if it is known to be
+        current (see ``_current``); None: read the store."""
+        if instance in self._current and self.overlay.paused is None:
+            last = self.last.get(instance)
+            return last[1] if last is not None else None
+        return None
 
     def seed(self, instance: str, snap: Snapshot) -> None:
         """A snapshot a local viewer was just given: what it shows until the next update (the
@@ -168,6 +188,7 @@ class Hub:
     async def degrade(self, detail: str) -> None:
         """The channel listener is down: tell every local viewer, from the last known state."""
         self.overlay.paused = detail
+        self._current.clear()  # a gap: updates may have been missed until the resync
         self.metrics.listener_up.set(0)
         await self.retell()
 

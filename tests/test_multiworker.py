@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import aiohttp
@@ -197,3 +198,39 @@ async def test_polling_is_refused_with_redis(two_workers: tuple[RelayProcess, Re
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{a.url}/socket.io/?EIO=4&transport=polling") as resp:
             assert resp.status == 400  # websocket only: no session can be split between workers
+
+
+async def test_viewers_who_join_a_watched_instance_need_no_store_read(redis_server: RedisServer) -> None:
+    """A reconnect storm must not read Redis once per viewer: while the channel of an instance is
+    confirmed and unbroken, the worker's last snapshot of it is current. After a gap in the
+    channel, the next viewer is answered from a read again until the resync."""
+    from tests.support.relay import running_relay
+
+    async with running_relay(redis_url=redis_server.url) as relay:
+        records = relay.rt.records
+        reads: list[str] = []
+        read = records.get
+
+        async def counted(instance: str) -> Any:
+            reads.append(instance)
+            return await read(instance)
+        records.get = counted  # type: ignore[method-assign]
+        await post(f"{relay.url}/webhooks/evolution", evolution_event("webhook-qrcode-updated", date_time=T1))
+        first, [ack1] = await connected_viewer(relay.url, token("my-instance"), "my-instance")
+        assert reads == ["my-instance"]
+        second, [ack2] = await connected_viewer(relay.url, token("my-instance"), "my-instance")
+        assert reads == ["my-instance"] and ack2["snapshot"] == ack1["snapshot"]
+        await post(f"{relay.url}/webhooks/evolution", evolution_event("webhook-connection-update-open", date_time=T2))
+        opened = await first.update_where(lambda s: s["state"] == "open")
+        third, [ack3] = await connected_viewer(relay.url, token("my-instance"), "my-instance")
+        assert reads == ["my-instance"] and ack3["snapshot"]["seq"] == opened["seq"]
+        # A gap: the listener's connection is cut. Viewers are told; joiners read the store.
+        with redis.Redis(port=redis_server.port) as client:
+            client.client_kill_filter(_type="pubsub")
+        await first.update_where(lambda s: not s["upstream"]["ok"])
+        await first.update_where(lambda s: s["upstream"]["ok"])  # resynced (one read)
+        reads.clear()
+        fourth, [ack4] = await connected_viewer(relay.url, token("my-instance"), "my-instance")
+        assert reads == [] and ack4["snapshot"]["state"] == "open"  # current again after the resync
+        for viewer in (first, second, third, fourth):
+            await viewer.close()

@@ -62,8 +62,10 @@ class Broker(Protocol):
 
     async def start(self, listener: BrokerListener) -> None: ...
 
-    async def subscribe(self, instance: str) -> None:
-        """Receive the instance's channel from now on (returns once subscribed)."""
+    async def subscribe(self, instance: str) -> bool:
+        """Receive the instance's channel from now on. True once the store confirmed it (every
+        update published from then on reaches this worker, until a gap); False when that could
+        not be confirmed now (the listener subscribes again when it reconnects)."""
 
     async def unsubscribe(self, instance: str) -> None: ...
 

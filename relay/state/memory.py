@@ -30,8 +30,9 @@ class MemoryBroker:
     async def start(self, listener: BrokerListener) -> None:
         self._listener = listener
 
-    async def subscribe(self, instance: str) -> None:
+    async def subscribe(self, instance: str) -> bool:
         self._channels.add(instance)
+        return True
 
     async def unsubscribe(self, instance: str) -> None:
         self._channels.discard(instance)

@@ -62,20 +62,24 @@ class RedisBroker:
     def _shard(self, channel: str) -> Shard | None:
         return next((s for s in self._shards if s.owns(channel)), None)
 
-    async def subscribe(self, instance: str) -> None:
+    async def subscribe(self, instance: str) -> bool:
         channel = self.keys.channel(instance)
         self._wanted.add(channel)
         shard = self._shard(channel)
         if shard is None or not self.healthy:
-            return  # the listener subscribes everything wanted when it (re)connects
+            return False  # the listener subscribes everything wanted when it (re)connects
         waiter = self._confirmed.setdefault(channel, asyncio.get_running_loop().create_future())
         try:
             await shard.subscribe(channel)
             # Wait for Redis to confirm, so a snapshot read after this can't miss a publish.
             await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_WAIT)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            return True
+        except (RedisError, OSError, asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and not waiter.cancelled():
+                raise  # our caller was cancelled (the waiter is cancelled only by a gap)
             log.warning("subscribe did not complete (%s); the listener will retry",
                         exc.__class__.__name__)
+            return False
 
     async def unsubscribe(self, instance: str) -> None:
         channel = self.keys.channel(instance)

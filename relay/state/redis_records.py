@@ -22,6 +22,7 @@ published so that workers whose viewers read the older copy meanwhile catch up.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -96,7 +97,9 @@ class RedisRecords:
             self.recent.put(instance, wired.version, wired, len(message))
 
     async def get(self, instance: str) -> Record | None:
-        raw, version = await self.client.hmget(self.keys.record(instance), ["r", "v"])
+        key = self.keys.record(instance)
+        raw, version = await self._on_lane(key, ("HMGET", key, "r", "v"),
+                                           lambda: self.client.hmget(key, ["r", "v"]))
         if raw is None:
             return None
         record = load_record(raw)
@@ -151,22 +154,30 @@ class RedisRecords:
                 current = load_record(outcome[2]) if outcome[2] else None
 
     async def _compare_and_set(self, keys: list[str], args: list[str]) -> list[Any]:
-        """The CAS script, on the lean lane to the key's node (see :mod:`.redis_lane`); through
-        redis-py when the script is not loaded there yet, or on a Cluster whose slot map is not
-        known yet, moved, or lost a master (redis-py loads the script, follows MOVED, learns the
-        map, and the next lane follows it)."""
-        lane = self.lanes.lane_for(keys[0])
+        """The CAS script (see :meth:`_on_lane`; redis-py loads it where it is missing)."""
+        outcome: list[Any] = await self._on_lane(
+            keys[0], ("EVALSHA", self._cas.sha, 2, *keys, *args),
+            lambda: self._cas(keys=keys, args=args))
+        return outcome
+
+    async def _on_lane(self, key: str, command: tuple[str | int, ...],
+                       fallback: Callable[[], Awaitable[Any]]) -> Any:
+        """``command`` on the lean lane to the node of ``key`` (see :mod:`.redis_lane`); through
+        redis-py (``fallback``) when the script is not loaded there yet, or on a Cluster whose
+        slot map is not known yet, moved, or lost a master (redis-py loads the script, follows
+        MOVED, learns the map, and the next lane follows it)."""
+        lane = self.lanes.lane_for(key)
         if lane is not None:
             try:
-                return await lane.call("EVALSHA", self._cas.sha, 2, *keys, *args)  # type: ignore[no-any-return]
+                return await lane.call(*command)
             except ResponseError as exc:
                 if not str(exc).startswith(REDIRECTED):
                     raise
             except RedisConnectionError:
                 if not self.lanes.cluster:
                     raise
-                # A master gone: redis-py finds where its slots went (a lane follows its map).
-        return await self._cas(keys=keys, args=args)  # type: ignore[no-any-return]
+                # A master gone: redis-py finds where its slots went.
+        return await fallback()
 
     async def close(self) -> None:
         await self.lanes.close()
