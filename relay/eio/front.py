@@ -24,6 +24,7 @@ from .frames import accept_key, frame
 from .rooms import SLOW_BYTES, Rooms
 
 log = logging.getLogger("relay.viewers")
+SWEEP_SLICE = 256  # connections looked at between two turns of the event loop
 
 
 class Front:
@@ -120,7 +121,11 @@ class Front:
         while True:
             await asyncio.sleep(every)
             now = loop.time()
-            for conn in list(self.connections):
+            for n, conn in enumerate(list(self.connections)):
+                if n % SWEEP_SLICE == SWEEP_SLICE - 1:
+                    # Viewers who connected together (a reconnect storm) are due together:
+                    # let the loop breathe between slices instead of writing every ping at once.
+                    await asyncio.sleep(0)
                 if conn.closing:
                     continue
                 if conn.session is None:
