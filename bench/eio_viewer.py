@@ -90,7 +90,7 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.client.lost(self)
+        self.client.lost(self, exc)
 
     def send(self, text: bytes) -> None:
         if self.transport is not None:
@@ -244,10 +244,16 @@ class Client:
         else:
             conn.abort()
 
-    def lost(self, conn: _Conn) -> None:
+    def lost(self, conn: _Conn, exc: Exception | None) -> None:
         v = conn.v
         if v.conn is conn or (v.conn is None and conn.gen == v.gen):
-            self._retry(v, "lost while subscribed" if v.subscribed else "closed during handshake")
+            how = "reset" if isinstance(exc, ConnectionResetError) else type(exc).__name__ if exc else "closed"
+            if v.subscribed:
+                self._retry(v, f"lost while subscribed ({how})")
+            else:
+                stage = ("waiting for open", "waiting for connect ack", "waiting for subscribe ack",
+                         "subscribed")[conn.phase] if conn.upgraded else "before the 101"
+                self._retry(v, f"{how} during handshake, {stage}")
 
     def subscribed(self, conn: _Conn, eid: int) -> None:
         v, now = conn.v, time.time_ns()

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconnect_pool import ReconnectPool, Status
-from reconnect_probes import (HealthProbe, SteadyLoad, StallSamples, TreeCpu, gc_note, node_lag_env,
+from reconnect_probes import (LAG_GAUGE, HealthProbe, SteadyLoad, StallSamples, TreeCpu, gc_note, node_lag_env,
                               read_node_lag, relay_gc_pauses, sample_relay_lag)
 from reconnect_report import Row
 from reconnect_score import accepted_eids, lost_and_stale, post_times, recovery, update_latency
 from targets import Server, TargetUnavailable, node_process, start_node, start_redis, start_relay
 from webhooks import BodyFactory
-from restarts import kill_one, restart_node, server_notes, wait_workers
+from restarts import kill_one, restart_node, server_notes, tcp_counters, tcp_note, wait_workers
 
 from tests.support.clients import token
 from tests.support.procs import http_status
@@ -110,10 +110,11 @@ class StormTarget:
         specs = [(i, server.ports[(i + i // p.instances) % n_ports], self.instances[i % p.instances])
                  for i in range(p.viewers)]
         self.pool = ReconnectPool(token("*"), self.marker, p.window, p.attempt_timeout)
-        t0 = time.monotonic()
+        t0, tcp0 = time.monotonic(), tcp_counters()
         self.pool.add(specs, p.client_procs, p.connect_rate)
         st = await self.pool.wait_subscribed(30 + 3 * p.viewers / p.connect_rate)
         took = time.monotonic() - t0
+        self.setup_notes.append(tcp_note(tcp0, tcp_counters(), "the first connections"))
         print(f"[{self.name}] {st.subscribed}/{p.viewers} viewers subscribed in {took:.1f}s"
               + (f"; failures: {st.errors}" if st.errors else ""), flush=True)
         if st.subscribed < p.viewers:
@@ -121,31 +122,36 @@ class StormTarget:
         c = await self.pool.collect()
         wrong = sum(1 for k, i in enumerate(c.index)
                     if c.max_eid[k] != self.newest[i % p.instances])
-        self.setup_notes.append(f"{p.viewers} viewers subscribed in {took:.1f} s (at most "
-                                f"{p.connect_rate:g}/s); first snapshots without the seeded QR: {wrong}")
+        self.setup_notes.insert(0, f"{p.viewers} viewers subscribed in {took:.1f} s (at most "
+                                   f"{p.connect_rate:g}/s, {st.attempts} attempts"
+                                   + (f"; failures: {st.errors}" if st.errors else "")
+                                   + f"); first snapshots without the seeded QR: {wrong}")
 
     async def _scenario(self, kind: str) -> Row:
         assert self.server and self.redis and self.redis.proc and self.load and self.pool
         p, server, pool = self.p, self.server, self.pool
         await pool.mark()
+        relay = self.name == "relay"
+        if relay:  # each scrape resets one worker's peak: start from clean peaks (setup stalls)
+            await self.load.scrape_metric(server.ports[0], LAG_GAUGE, samples=4 * server.workers)
         log_offsets = {proc.log_path: proc.log_path.stat().st_size for proc in server.procs}
         stop, lag_stop = asyncio.Event(), asyncio.Event()
         first = self.next_eid
         load_task = asyncio.create_task(self.load.run_until(
             first, p.rate, stop, p.pre + p.recover_timeout + p.tail + 10))
         lag = StallSamples()
-        probe = HealthProbe(server.ports, max(1, 8 // len(server.ports)), 0.02)
+        probe = HealthProbe(server.ports, max(1, 6 // len(server.ports)), 0.05)
         probe_task = asyncio.create_task(probe.run(lag_stop))
         lag_task = (asyncio.create_task(sample_relay_lag(self.load, server.ports[0], lag, p.lag_every,
                                                          lag_stop)) if self.name == "relay" else None)
         pre_ns = time.time_ns()
-        relay = self.name == "relay"
         gc0 = await relay_gc_pauses(server.ports[0]) if relay else None
         await asyncio.sleep(p.pre)
 
         cpu = TreeCpu(server.root_pids)
         client_pids = pool.pids + [os.getpid()]
         c0 = (cpu_seconds(client_pids), cpu_seconds([self.redis.proc.pid]), machine_busy_seconds())
+        tcp0 = tcp_counters()
         w0 = time.monotonic()
         notes: list[str] = []
         side: asyncio.Task[str] | None = None
@@ -166,6 +172,7 @@ class StormTarget:
         done_ns, wall = time.time_ns(), time.monotonic() - w0
         cpu.sample(server.root_pids)
         c1 = (cpu_seconds(client_pids), cpu_seconds([self.redis.proc.pid]), machine_busy_seconds())
+        notes.append(tcp_note(tcp0, tcp_counters(), "the storm"))
         if not st.back or st.back < st.lost or st.subscribed < pool.total:
             notes.append(f"NOT RECOVERED within {p.recover_timeout:g} s: {st}")
         if side is not None:

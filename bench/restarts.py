@@ -174,3 +174,24 @@ def _stamp(line: str) -> int | None:
         return int(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp() * 1e9)
     except ValueError:
         return None
+
+
+_TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPReqQFullDoCookies", "SyncookiesFailed",
+                 "EmbryonicRsts", "TCPAbortOnData", "TCPAbortOnClose", "TCPSynRetrans")
+
+
+def tcp_counters() -> dict[str, int]:
+    """The kernel's TCP counters that tell accept-queue overflows and resets (machine-wide)."""
+    try:
+        head, values = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()
+                        if line.startswith("TcpExt:")][:2]
+    except (OSError, ValueError):
+        return {}
+    return {k: int(v) for k, v in zip(head[1:], values[1:]) if k in _TCP_COUNTERS}
+
+
+def tcp_note(before: dict[str, int], after: dict[str, int], what: str) -> str:
+    deltas = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    return f"kernel TCP counters during {what} (machine-wide): " + (
+        ", ".join(f"{k} +{v}" for k, v in deltas.items()) or "no change")
+
