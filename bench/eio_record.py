@@ -25,6 +25,7 @@ class Record:
     lost_ns: array[int] = field(init=False)
     back_ns: array[int] = field(init=False)
     back_start_ns: array[int] = field(init=False)
+    back_tcp_ns: array[int] = field(init=False)  # that attempt's TCP connection made
     losses: array[int] = field(init=False)
     attempts: array[int] = field(init=False)
     max_eid: array[int] = field(init=False)
@@ -40,7 +41,8 @@ class Record:
 
     def mark(self) -> None:
         zeros = [0] * self.n
-        self.lost_ns, self.back_ns, self.back_start_ns = (array("q", zeros) for _ in range(3))
+        self.lost_ns, self.back_ns, self.back_start_ns, self.back_tcp_ns = (
+            array("q", zeros) for _ in range(4))
         self.losses, self.attempts = array("i", zeros), array("i", zeros)
         self.errors = {}
 

@@ -63,6 +63,7 @@ class Viewer:
     conn: _Conn | None = None
     subscribed: bool = False
     started_ns: int = 0  # when the current attempt began
+    tcp_ns: int = 0  # when its TCP connection was made
     timer: asyncio.TimerHandle | None = None  # next attempt, or the current attempt's deadline
     task: asyncio.Task[None] | None = None
 
@@ -85,6 +86,7 @@ class _Conn(asyncio.Protocol):
             self.abort()
             return
         self.v.conn = self  # before the first data_received, which may come before the await ends
+        self.v.tcp_ns = time.time_ns()
         key = base64.b64encode(random.randbytes(16)).decode()
         self.transport.write(WS_REQUEST.format(port=self.v.port, key=key).encode())
 
@@ -184,10 +186,8 @@ class Client:
         self.viewers = [Viewer(slot, index, port, inst) for slot, (index, port, inst) in enumerate(specs)]
         self.rec = Record(len(specs), marker.encode())
         self.auth = b"40" + json.dumps({"token": token}).encode()
-        self.backoff = backoff
-        self.attempt_timeout = attempt_timeout
-        self.n_subscribed = 0
-        self.closing = False
+        self.backoff, self.attempt_timeout = backoff, attempt_timeout
+        self.n_subscribed, self.closing = 0, False
         self.loop = asyncio.get_running_loop()
 
     # -- attempts ----------------------------------------------------------------------------
@@ -265,6 +265,7 @@ class Client:
         self.rec.seen(self.rec.snaps, v, eid)
         self.rec.back_ns[v.slot] = now
         self.rec.back_start_ns[v.slot] = v.started_ns
+        self.rec.back_tcp_ns[v.slot] = v.tcp_ns
 
     # -- commands ------------------------------------------------------------------------------
     def start(self, per_second: float) -> None:

@@ -216,6 +216,8 @@ class StormTarget:
             f"{_ms(posts[-1] if posts else None)}, POST->update (connected viewers) p99 "
             f"{_ms(_pct(upd, 0.99))} max {_ms(upd[-1] if upd else None)} over {len(upd)} deliveries; "
             f"/healthz probes {len(probe.samples)} ({probe.errors} connection errors)",
+            f"successful attempts: TCP connect p50/p99/max {_ms(_pct(rec.tcp_ms, 0.5))} / "
+            f"{_ms(_pct(rec.tcp_ms, 0.99))} / {_ms(rec.tcp_ms[-1] if rec.tcp_ms else None)} of conn→snap; "
             f"attempts {rec.attempts} for {rec.affected} hit viewers"
             + (f"; failures: {c.errors}" if c.errors else "")
             + (f"; {rec.lost_twice} lost their connection twice" if rec.lost_twice else "")

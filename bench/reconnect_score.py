@@ -19,6 +19,7 @@ class Recovery:
     back: int
     from_event_ms: list[float]  # sorted
     conn_to_snap_ms: list[float]  # sorted
+    tcp_ms: list[float]  # sorted: of that, until the TCP connection was made (connect())
     last_ms: float | None  # the last hit viewer's ack, from the event
     lost_twice: int  # hit viewers that lost their connection again before the end
     attempts: int  # connection attempts since the mark
@@ -27,6 +28,7 @@ class Recovery:
 def recovery(c: Collected, event_ns: int) -> Recovery:
     from_event: list[float] = []
     to_snap: list[float] = []
+    tcp: list[float] = []
     affected = back = twice = 0
     for k in range(len(c.index)):
         if not c.lost_ns[k]:
@@ -37,9 +39,11 @@ def recovery(c: Collected, event_ns: int) -> Recovery:
             back += 1
             from_event.append((c.back_ns[k] - event_ns) / 1e6)
             to_snap.append((c.back_ns[k] - c.back_start_ns[k]) / 1e6)
+            tcp.append((c.back_tcp_ns[k] - c.back_start_ns[k]) / 1e6)
     from_event.sort()
     to_snap.sort()
-    return Recovery(affected, back, from_event, to_snap, from_event[-1] if from_event else None,
+    tcp.sort()
+    return Recovery(affected, back, from_event, to_snap, tcp, from_event[-1] if from_event else None,
                     twice, sum(c.attempts))
 
 
