@@ -10,6 +10,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from webhooks import SendResult, WebhookLoad
@@ -22,6 +23,37 @@ _GC_BUCKET = re.compile(r'^relay_gc_pause_seconds_bucket\{generation="(\w+)",le=
                         re.MULTILINE)
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 _NODE_LAG_LINE = re.compile(r"^node-loop-lag (\d+) ([\d.]+)$", re.MULTILINE)
+
+
+class ConnTrace:
+    """Which webhooks needed a new connection: during a storm a new one waits in the server's
+    (overflowing) accept queue, a kept-alive one only for the server itself."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[int, float, bool]] = []  # (wall ns sent, ms to answer, new conn)
+
+    def config(self) -> aiohttp.TraceConfig:
+        async def start(_: object, ctx: Any, __: object) -> None:
+            ctx.ns, ctx.t0, ctx.new = time.time_ns(), time.perf_counter(), False
+
+        async def created(_: object, ctx: Any, __: object) -> None:
+            ctx.new = True
+
+        async def end(_: object, ctx: Any, __: object) -> None:
+            self.requests.append((ctx.ns, (time.perf_counter() - ctx.t0) * 1e3, ctx.new))
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(start)
+        trace.on_connection_create_end.append(created)
+        trace.on_request_end.append(end)
+        return trace
+
+    def note(self, t0_ns: int, t1_ns: int) -> str:
+        kept = [ms for t, ms, new in self.requests if t0_ns <= t <= t1_ns and not new]
+        fresh = [ms for t, ms, new in self.requests if t0_ns <= t <= t1_ns and new]
+        return (f"webhooks answered during the storm: on kept-alive connections {len(kept)}, slowest "
+                f"{max(kept, default=0):.0f} ms; on new connections {len(fresh)}, slowest "
+                f"{max(fresh, default=0):.0f} ms")
 
 
 class SteadyLoad(WebhookLoad):

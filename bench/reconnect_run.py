@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconnect_pool import ReconnectPool, Status
-from reconnect_probes import (LAG_GAUGE, HealthProbe, SteadyLoad, StallSamples, TreeCpu, gc_note, node_lag_env,
+from reconnect_probes import (LAG_GAUGE, ConnTrace, HealthProbe, SteadyLoad, StallSamples, TreeCpu, gc_note, node_lag_env,
                               read_node_lag, relay_gc_pauses, sample_relay_lag)
 from reconnect_report import Row
 from reconnect_score import accepted_eids, lost_and_stale, post_times, recovery, update_latency
@@ -65,6 +65,7 @@ class StormTarget:
         self.newest = [-1] * p.instances  # per instance: newest accepted event id
         self.next_eid = 0
         self.setup_notes: list[str] = []
+        self.trace = ConnTrace()
 
     async def run(self, rows: list[Row]) -> None:
         """Measure every scenario into ``rows``; whatever was started is stopped."""
@@ -97,7 +98,7 @@ class StormTarget:
         # Idle pooled connections dropped after 3 s, before either server closes them (both after
         # 5 s): else a POST may race the server's close and fail through the client's doing.
         self.load = SteadyLoad(server.ports, self.instances, factory, p.http_pool, p.http_timeout,
-                               int(time.time() * 1000), keepalive_s=3.0)
+                               int(time.time() * 1000), keepalive_s=3.0, trace=self.trace.config())
         # One QR per instance first, so that every subscribe snapshot carries one.
         seed = await self.load.run(0, 1000.0, p.instances / 1000.0)
         self.next_eid = seed.count
@@ -216,6 +217,7 @@ class StormTarget:
             f"{_ms(posts[-1] if posts else None)}, POST->update (connected viewers) p99 "
             f"{_ms(_pct(upd, 0.99))} max {_ms(upd[-1] if upd else None)} over {len(upd)} deliveries; "
             f"/healthz probes {len(probe.samples)} ({probe.errors} connection errors)",
+            self.trace.note(event_ns, end_ns),
             f"successful attempts: TCP connect p50/p99/max {_ms(_pct(rec.tcp_ms, 0.5))} / "
             f"{_ms(_pct(rec.tcp_ms, 0.99))} / {_ms(rec.tcp_ms[-1] if rec.tcp_ms else None)} of conn→snap; "
             f"attempts {rec.attempts} for {rec.affected} hit viewers"

@@ -93,7 +93,8 @@ class WebhookLoad:
     """Posts webhooks round-robin over instances and ports with a bounded aiohttp pool."""
 
     def __init__(self, ports: list[int], instances: list[str], factory: BodyFactory, pool: int,
-                 timeout_s: float, date_base_ms: int, keepalive_s: float = 15.0) -> None:
+                 timeout_s: float, date_base_ms: int, keepalive_s: float = 15.0,
+                 trace: aiohttp.TraceConfig | None = None) -> None:
         self.urls = [f"http://127.0.0.1:{p}/webhooks/evolution" for p in ports]
         self.instances = instances
         self.factory = factory
@@ -105,7 +106,8 @@ class WebhookLoad:
             connector=aiohttp.TCPConnector(limit=pool, limit_per_host=0, force_close=False,
                                            keepalive_timeout=keepalive_s),
             timeout=aiohttp.ClientTimeout(total=timeout_s), cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            trace_configs=[trace] if trace is not None else None)
         self._headers = {"Content-Type": "application/json"}
 
     def instance_of(self, eid: int) -> int:
