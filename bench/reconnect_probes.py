@@ -121,21 +121,22 @@ async def sample_relay_lag(load: WebhookLoad, port: int, out: StallSamples, ever
 
 class HealthProbe:
     """The client-side stall measure, the same for both servers: a few kept-alive connections
-    per port, each sending ``GET /healthz`` every ``every`` s and timing the answer. A connection
-    is accepted once, before the storm, so the figure is the server's responsiveness, not its
-    accept queue (a probe whose server process dies reconnects; that wait is not counted)."""
+    per port, each sending ``GET /healthz`` every ``every`` s and timing the answer. Only
+    connections made before the storm count, so the figure is the server's responsiveness, not
+    its accept queue (a probe whose server process dies reconnects, and is not counted again)."""
 
     def __init__(self, ports: list[int], per_port: int, every: float) -> None:
         self.targets = [port for port in ports for _ in range(per_port)]
         self.every = every
-        self.samples: list[tuple[int, float]] = []  # (wall-clock ns sent, ms to the answer)
+        self.samples: list[tuple[int, float, int]] = []  # (ns sent, ms to answer, ns connected)
         self.errors = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(*(self._one(port, stop) for port in self.targets))
 
     def max_between(self, t0_ns: int, t1_ns: int) -> float | None:
-        inside = [ms for t, ms in self.samples if t0_ns <= t <= t1_ns]
+        """Longest answer to a request sent in [t0, t1] on a connection made before t0."""
+        inside = [ms for t, ms, since in self.samples if t0_ns <= t <= t1_ns and since < t0_ns]
         return max(inside) if inside else None
 
     async def _one(self, port: int, stop: asyncio.Event) -> None:
@@ -147,6 +148,7 @@ class HealthProbe:
                 self.errors += 1
                 await asyncio.sleep(self.every)
                 continue
+            since = time.time_ns()
             try:
                 while not stop.is_set():
                     sent, t0 = time.time_ns(), time.perf_counter()
@@ -158,7 +160,7 @@ class HealthProbe:
                     else:  # chunked
                         await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 30)
                     took = time.perf_counter() - t0
-                    self.samples.append((sent, took * 1e3))
+                    self.samples.append((sent, took * 1e3, since))
                     await asyncio.sleep(max(0.0, self.every - took))
             except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 self.errors += 1
