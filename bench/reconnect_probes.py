@@ -9,6 +9,7 @@ import re
 import time
 from array import array
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,53 +120,86 @@ async def sample_relay_lag(load: WebhookLoad, port: int, out: StallSamples, ever
             pass
 
 
-class HealthProbe:
-    """The client-side stall measure, the same for both servers: a few kept-alive connections
-    per port, each sending ``GET /healthz`` every ``every`` s and timing the answer. Only
-    connections made before the storm count, so the figure is the server's responsiveness, not
-    its accept queue (a probe whose server process dies reconnects, and is not counted again)."""
+Owner = Callable[[int, int], "int | None"]  # (server port, client port) -> server process
 
-    def __init__(self, ports: list[int], per_port: int, every: float) -> None:
-        self.targets = [port for port in ports for _ in range(per_port)]
-        self.every = every
+
+class HealthProbe:
+    """The client-side stall measure, the same for both servers: ``per_process`` kept-alive
+    connections to each server process (the relay's workers share a port: ``owner`` tells which
+    worker accepted a connection), each sending ``GET /healthz`` every ``every`` s and timing
+    the answer. Only connections made before the storm count, so the figure is the servers'
+    responsiveness, not their accept queue (a probe whose process dies reconnects, uncounted)."""
+
+    def __init__(self, ports: list[int], per_process: int, every: float, owner: Owner | None = None,
+                 workers: list[int] | None = None) -> None:
+        self.ports, self.per, self.every = ports, per_process, every
+        self.owner, self.workers = owner, workers or []
+        self.conns: list[tuple[int, asyncio.StreamReader, asyncio.StreamWriter, int]] = []
         self.samples: list[tuple[int, float, int]] = []  # (ns sent, ms to answer, ns connected)
         self.errors = 0
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(*(self._one(port, stop) for port in self.targets))
+    async def open(self) -> str:
+        """Open the connections (before the storm); a note on how they are spread."""
+        spread: dict[str, int] = {}
+        for port in self.ports:
+            kept: dict[int, int] = {}
+            for _ in range(60 if self.owner else self.per):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                await self._ask(port, reader, writer)  # answered: accepted by a server process
+                pid = port
+                if self.owner is not None:
+                    found = await asyncio.to_thread(self.owner, port, writer.get_extra_info("sockname")[1])
+                    pid = found if found is not None else -1
+                if pid != -1 and kept.get(pid, 0) < self.per:
+                    kept[pid] = kept.get(pid, 0) + 1
+                    self.conns.append((port, reader, writer, time.time_ns()))
+                else:
+                    writer.close()
+                if len(kept) >= max(1, len(self.workers)) and min(kept.values()) >= self.per:
+                    break
+            spread.update({f"{'pid' if self.owner else 'port'} {k}": n for k, n in kept.items()})
+        return f"/healthz probe connections: {spread}"
 
-    def max_between(self, t0_ns: int, t1_ns: int) -> float | None:
-        """Longest answer to a request sent in [t0, t1] on a connection made before t0."""
-        inside = [ms for t, ms, since in self.samples if t0_ns <= t <= t1_ns and since < t0_ns]
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(self._loop(*conn, stop) for conn in self.conns))
+
+    def max_between(self, t0_ns: int, t1_ns: int, made_before: int) -> float | None:
+        """Longest answer to a request sent in [t0, t1] on a connection made before ``made_before``."""
+        inside = [ms for t, ms, since in self.samples if t0_ns <= t <= t1_ns and since < made_before]
         return max(inside) if inside else None
 
-    async def _one(self, port: int, stop: asyncio.Event) -> None:
-        request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    @staticmethod
+    async def _ask(port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        m = _LENGTH.search(head)
+        if m is not None:
+            await reader.readexactly(int(m.group(1)))
+        else:  # chunked
+            await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 30)
+
+    async def _loop(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    since: int, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
-            except (OSError, TimeoutError):
-                self.errors += 1
-                await asyncio.sleep(self.every)
-                continue
-            since = time.time_ns()
             try:
                 while not stop.is_set():
                     sent, t0 = time.time_ns(), time.perf_counter()
-                    writer.write(request)
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-                    m = _LENGTH.search(head)
-                    if m is not None:
-                        await reader.readexactly(int(m.group(1)))
-                    else:  # chunked
-                        await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 30)
+                    await self._ask(port, reader, writer)
                     took = time.perf_counter() - t0
                     self.samples.append((sent, took * 1e3, since))
                     await asyncio.sleep(max(0.0, self.every - took))
             except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 self.errors += 1
-            finally:
-                writer.close()
+            writer.close()
+            while not stop.is_set():  # reconnect: its answers no longer count (see above)
+                try:
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+                    since = time.time_ns()
+                    break
+                except (OSError, TimeoutError):
+                    self.errors += 1
+                    await asyncio.sleep(self.every)
+        writer.close()
 
 
 async def relay_gc_pauses(port: int) -> dict[tuple[str, float], float] | None:

@@ -17,7 +17,8 @@ from reconnect_report import Row
 from reconnect_score import accepted_eids, lost_and_stale, post_times, recovery, update_latency
 from targets import Server, TargetUnavailable, node_process, start_node, start_redis, start_relay
 from webhooks import BodyFactory
-from restarts import kill_one, restart_node, server_notes, tcp_counters, tcp_note, wait_workers
+from restarts import (kill_one, relay_workers, restart_node, server_notes, socket_owner, tcp_counters,
+                      tcp_note, wait_workers)
 
 from tests.support.clients import token
 from tests.support.procs import http_status
@@ -141,7 +142,13 @@ class StormTarget:
         load_task = asyncio.create_task(self.load.run_until(
             first, p.rate, stop, p.pre + p.recover_timeout + p.tail + 10))
         lag = StallSamples()
-        probe = HealthProbe(server.ports, max(1, 6 // len(server.ports)), 0.05)
+        if relay:
+            workers = relay_workers(server)
+            probe = HealthProbe(server.ports, 3, 0.05, lambda port, local: socket_owner(port, local, workers),
+                                workers)
+        else:
+            probe = HealthProbe(server.ports, 3, 0.05)
+        probe_note = await probe.open()
         probe_task = asyncio.create_task(probe.run(lag_stop))
         lag_task = (asyncio.create_task(sample_relay_lag(self.load, server.ports[0], lag, p.lag_every,
                                                          lag_stop)) if self.name == "relay" else None)
@@ -207,7 +214,8 @@ class StormTarget:
         srv_stall = lag.max_between(event_ns, end_ns + slack)
         srv_before = lag.max_between(pre_ns + slack, event_ns)
         posts, posts_before = post_times(res, event_ns, end_ns), post_times(res, pre_ns, event_ns)
-        stall, stall_before = probe.max_between(event_ns, end_ns), probe.max_between(pre_ns, event_ns)
+        stall = probe.max_between(event_ns, end_ns, made_before=event_ns)
+        stall_before = probe.max_between(pre_ns, event_ns, made_before=event_ns)
         upd = update_latency(res, c, event_ns, end_ns)
         srv, red, cli, machine = cpu.seconds(), c1[1] - c0[1], c1[0] - c0[0], c1[2] - c0[2]
         notes += [
@@ -216,7 +224,7 @@ class StormTarget:
             f"during it: webhook POST->answer p99 {_ms(_pct(posts, 0.99))} max "
             f"{_ms(posts[-1] if posts else None)}, POST->update (connected viewers) p99 "
             f"{_ms(_pct(upd, 0.99))} max {_ms(upd[-1] if upd else None)} over {len(upd)} deliveries; "
-            f"/healthz probes {len(probe.samples)} ({probe.errors} connection errors)",
+            f"/healthz probes {len(probe.samples)} ({probe.errors} connection errors); {probe_note}",
             self.trace.note(event_ns, end_ns),
             f"successful attempts: TCP connect p50/p99/max {_ms(_pct(rec.tcp_ms, 0.5))} / "
             f"{_ms(_pct(rec.tcp_ms, 0.99))} / {_ms(rec.tcp_ms[-1] if rec.tcp_ms else None)} of conn→snap; "

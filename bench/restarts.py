@@ -53,6 +53,33 @@ def relay_workers(server: Server) -> list[int]:
                   if pid != root and "spawn_main" in _cmdline(pid) and _alive(pid))
 
 
+def socket_owner(server_port: int, client_port: int, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the server end of the loopback connection from ``client_port``
+    (its inode from /proc/net/tcp, then the processes' open files)."""
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    try:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                target = f"socket:[{fields[9]}]"
+                break
+        else:
+            return None
+    except (OSError, IndexError):
+        return None
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        return pid
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
 def kill_one(server: Server) -> tuple[int, int, str]:
     """SIGKILL one server process; returns (wall-clock ns of the kill, its pid, what). Relay:
     the worker holding the most open files (so the most viewers); Node: the peer on the first
