@@ -56,7 +56,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv: list[str] | None = None) -> StormParams:
     """Command line (``--help`` lists every option)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add = p.add_argument
     add("--viewers", type=int, default=10_000, help="Socket.IO viewers")
     add("--instances", type=int, default=2_000, help="instances (viewer i watches instance i %% I)")

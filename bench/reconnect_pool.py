@@ -55,7 +55,8 @@ async def _child(conn: Connection, specs: list[Spec], token: str, marker: str, b
             rec.upd = (array("q"), array("q"), array("i"))
             rec.snaps = (array("q"), array("q"), array("i"))
             conn.send(("data", [s[0] for s in specs], rec.lost_ns.tobytes(), rec.back_ns.tobytes(),
-                       rec.back_start_ns.tobytes(), rec.back_tcp_ns.tobytes(), rec.losses.tobytes(), rec.attempts.tobytes(),
+                       rec.back_start_ns.tobytes(), rec.back_tcp_ns.tobytes(),
+                       rec.losses.tobytes(), rec.attempts.tobytes(),
                        rec.max_eid.tobytes(), bytes(v.subscribed for v in client.viewers),
                        (ue.tobytes(), ut.tobytes(), ui.tobytes()),
                        (se.tobytes(), st.tobytes(), si.tobytes()), dict(rec.errors), drop_ns))
@@ -182,7 +183,8 @@ class ReconnectPool:
     async def collect(self) -> Collected:
         out = Collected()
         for reply in await self._all(("collect",), 60.0):
-            _, index, lost, back, start, tcp, losses, attempts, max_eid, sub, upd, snaps, errors, drop = reply
+            (_, index, lost, back, start, tcp, losses, attempts, max_eid, sub, upd, snaps, errors,
+             drop) = reply
             out.index += index
             for arr, raw in ((out.lost_ns, lost), (out.back_ns, back), (out.back_start_ns, start),
                              (out.back_tcp_ns, tcp),

@@ -72,6 +72,15 @@ class Row:
         ]
 
 
+def pct(values: list[float], q: float) -> float | None:
+    """The q-quantile of sorted ``values`` (index floor(q * n)), None when empty."""
+    return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
+def fmt_ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} ms"
+
+
 def _s(ms: float | None) -> float | None:
     return None if ms is None else ms / 1e3
 
@@ -113,9 +122,9 @@ srv stall ms: longest event-loop stall during the storm (event .. last viewer ba
 server measures it: relay = `relay_loop_lag_max_seconds` scraped every --lag-every s; Node =
 bench/node_lag.js loaded into the peer (same definition: lateness of a 20 ms timer; reports >=5 ms,
 "n/a" = none that long). client stall ms: the same figure seen from outside, for both servers:
-longest answer to `GET /healthz` on kept-alive connections opened before the storm (6 in all,
-spread over the ports; one request every 50 ms each) among requests sent during the storm. lost: accepted updates (2xx) that a viewer neither
-received (as an update or in its subscribe snapshot) nor saw superseded by a newer one of its
+longest answer to `GET /healthz` among requests sent during the storm on kept-alive connections
+opened before it, 3 per server process (relay workers told apart through /proc), one request
+every 50 ms each. lost: accepted updates (2xx) that a viewer neither received (as an update or in its subscribe snapshot) nor saw superseded by a newer one of its
 instance; stale: viewers whose final state is older than their instance's newest accepted update,
 after the load stopped and --grace s passed. non-2xx: webhooks of the scenario not answered 2xx
 (connection errors included). srv CPU s: CPU seconds of the server's processes during the storm

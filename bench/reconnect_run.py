@@ -7,23 +7,27 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from reconnect_pool import ReconnectPool, Status
-from reconnect_probes import (LAG_GAUGE, ConnTrace, HealthProbe, SteadyLoad, StallSamples, TreeCpu, gc_note, node_lag_env,
-                              read_node_lag, relay_gc_pauses, sample_relay_lag)
-from reconnect_report import Row
+from reconnect_probes import (LAG_GAUGE, ConnTrace, HealthProbe, StallSamples, SteadyLoad, TreeCpu,
+                              gc_note, node_lag_env, read_node_lag, relay_gc_pauses, sample_relay_lag)
+from reconnect_report import Row, fmt_ms, pct
 from reconnect_score import accepted_eids, lost_and_stale, post_times, recovery, update_latency
+from restarts import (kill_one, relay_workers, restart_node, server_notes, socket_owner,
+                      tcp_counters, tcp_note, wait_workers)
 from targets import Server, TargetUnavailable, node_process, start_node, start_redis, start_relay
 from webhooks import BodyFactory
-from restarts import (kill_one, relay_workers, restart_node, server_notes, socket_owner, tcp_counters,
-                      tcp_note, wait_workers)
 
 from tests.support.clients import token
 from tests.support.procs import http_status
 from tests.support.proctree import cpu_seconds, machine_busy_seconds
 from tests.support.redis import RedisServer
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,6 +71,7 @@ class StormTarget:
         self.next_eid = 0
         self.setup_notes: list[str] = []
         self.trace = ConnTrace()
+        self.jobs: list[asyncio.Task[Any]] = []
 
     async def run(self, rows: list[Row]) -> None:
         """Measure every scenario into ``rows``; whatever was started is stopped."""
@@ -139,18 +144,18 @@ class StormTarget:
         log_offsets = {proc.log_path: proc.log_path.stat().st_size for proc in server.procs}
         stop, lag_stop = asyncio.Event(), asyncio.Event()
         first = self.next_eid
-        load_task = asyncio.create_task(self.load.run_until(
+        load_task = self._spawn(self.load.run_until(
             first, p.rate, stop, p.pre + p.recover_timeout + p.tail + 10))
         lag = StallSamples()
         if relay:
             workers = relay_workers(server)
-            probe = HealthProbe(server.ports, 3, 0.05, lambda port, local: socket_owner(port, local, workers),
-                                workers)
+            probe = HealthProbe(server.ports, 3, 0.05,
+                                lambda port, local: socket_owner(port, local, workers), workers)
         else:
             probe = HealthProbe(server.ports, 3, 0.05)
         probe_note = await probe.open()
-        probe_task = asyncio.create_task(probe.run(lag_stop))
-        lag_task = (asyncio.create_task(sample_relay_lag(self.load, server.ports[0], lag, p.lag_every,
+        probe_task = self._spawn(probe.run(lag_stop))
+        lag_task = (self._spawn(sample_relay_lag(self.load, server.ports[0], lag, p.lag_every,
                                                          lag_stop)) if self.name == "relay" else None)
         pre_ns = time.time_ns()
         gc0 = await relay_gc_pauses(server.ports[0]) if relay else None
@@ -170,12 +175,13 @@ class StormTarget:
             event_ns, victim, what = await asyncio.to_thread(kill_one, server)
             notes.append(f"SIGKILLed {what}")
             if self.name == "node":
-                side = asyncio.create_task(asyncio.to_thread(
-                    restart_node, server, 0, lambda port, log: node_process(
-                        port, self.redis, f"storm{self.run_tag}", log, node_lag_env()),  # type: ignore[arg-type]
+                redis, prefix = self.redis, f"storm{self.run_tag}"
+                side = self._spawn(asyncio.to_thread(
+                    restart_node, server, 0,
+                    lambda port, log: node_process(port, redis, prefix, log, node_lag_env()),
                     p.start_timeout))
             else:
-                side = asyncio.create_task(wait_workers(server, 60.0, since_ns=event_ns, gone=victim))
+                side = self._spawn(wait_workers(server, 60.0, since_ns=event_ns, gone=victim))
         st = await self._until_back(kind, event_ns, cpu, side)
         done_ns, wall = time.time_ns(), time.monotonic() - w0
         cpu.sample(server.root_pids)
@@ -219,15 +225,15 @@ class StormTarget:
         upd = update_latency(res, c, event_ns, end_ns)
         srv, red, cli, machine = cpu.seconds(), c1[1] - c0[1], c1[0] - c0[0], c1[2] - c0[2]
         notes += [
-            f"before the storm: srv stall {_ms(None if srv_before is None else srv_before * 1e3)}, "
-            f"client stall {_ms(stall_before)}, webhook max {_ms(posts_before[-1] if posts_before else None)}; "
-            f"during it: webhook POST->answer p99 {_ms(_pct(posts, 0.99))} max "
-            f"{_ms(posts[-1] if posts else None)}, POST->update (connected viewers) p99 "
-            f"{_ms(_pct(upd, 0.99))} max {_ms(upd[-1] if upd else None)} over {len(upd)} deliveries; "
+            f"before the storm: srv stall {fmt_ms(None if srv_before is None else srv_before * 1e3)}, "
+            f"client stall {fmt_ms(stall_before)}, webhook max {fmt_ms(posts_before[-1] if posts_before else None)}; "
+            f"during it: webhook POST->answer p99 {fmt_ms(pct(posts, 0.99))} max "
+            f"{fmt_ms(posts[-1] if posts else None)}, POST->update (connected viewers) p99 "
+            f"{fmt_ms(pct(upd, 0.99))} max {fmt_ms(upd[-1] if upd else None)} over {len(upd)} deliveries; "
             f"/healthz probes {len(probe.samples)} ({probe.errors} connection errors); {probe_note}",
             self.trace.note(event_ns, end_ns),
-            f"successful attempts: TCP connect p50/p99/max {_ms(_pct(rec.tcp_ms, 0.5))} / "
-            f"{_ms(_pct(rec.tcp_ms, 0.99))} / {_ms(rec.tcp_ms[-1] if rec.tcp_ms else None)} of conn→snap; "
+            f"successful attempts: TCP connect p50/p99/max {fmt_ms(pct(rec.tcp_ms, 0.5))} / "
+            f"{fmt_ms(pct(rec.tcp_ms, 0.99))} / {fmt_ms(rec.tcp_ms[-1] if rec.tcp_ms else None)} of conn→snap; "
             f"attempts {rec.attempts} for {rec.affected} hit viewers"
             + (f"; failures: {c.errors}" if c.errors else "")
             + (f"; {rec.lost_twice} lost their connection twice" if rec.lost_twice else "")
@@ -240,7 +246,8 @@ class StormTarget:
         if relay:
             notes.append(gc_note(gc0, gc1))
         if lag_task is not None:
-            notes.append(f"/metrics scrapes {len(lag.scrape_ms)}, slowest {_ms(max(lag.scrape_ms, default=None))}")
+            slowest = max(lag.scrape_ms, default=None)
+            notes.append(f"/metrics scrapes {len(lag.scrape_ms)}, slowest {fmt_ms(slowest)}")
         notes += server_notes({**{proc.log_path: 0 for proc in server.procs}, **log_offsets}, event_ns)
         return Row(target=self.name, scenario=kind, viewers=pool.total, affected=rec.affected,
                    back=rec.back, recovery_ms=rec.last_ms, from_event_ms=rec.from_event_ms,
@@ -263,12 +270,24 @@ class StormTarget:
             cpu.sample(self.server.root_pids)
             st = await self.pool.status()
             since = (time.time_ns() - event_ns) / 1e9
-            settled = st.lost >= total if kind == "drop" else since >= 1.0 and (side is None or side.done())
-            if (settled and st.back == st.lost and st.subscribed == total) or time.monotonic() > deadline:
+            settled = (st.lost >= total if kind == "drop"
+                       else since >= 1.0 and (side is None or side.done()))
+            if settled and st.back == st.lost and st.subscribed == total:
+                return st
+            if time.monotonic() > deadline:
                 return st
 
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A scenario's background job, cancelled by ``_cleanup`` if still running (Ctrl-C)."""
+        task = asyncio.create_task(coro)
+        self.jobs.append(task)
+        return task
+
     async def _cleanup(self) -> None:
-        """Viewers first, then the server, then Redis."""
+        """Background jobs, then viewers, then the server, then Redis."""
+        for job in self.jobs:
+            job.cancel()
+        await asyncio.gather(*self.jobs, return_exceptions=True)
         if self.load is not None:
             await self.load.close()
         if self.pool is not None:
@@ -277,12 +296,4 @@ class StormTarget:
             await asyncio.to_thread(self.server.stop)
         if self.redis is not None:
             await asyncio.to_thread(self.redis.stop)
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    return values[min(len(values) - 1, int(q * len(values)))] if values else None
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f} ms"
 
