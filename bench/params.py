@@ -93,6 +93,18 @@ def _version(argv: list[str]) -> str:
 
 def header(p: Params, body_size: int) -> list[str]:
     """Machine and parameter lines printed above the table."""
+    rates = ",".join(f"{r:g}" for r in p.rates)
+    return [
+        machine_line(),
+        f"params: workers={p.workers} clients={p.clients} instances={p.instances} "
+        f"(~{p.clients / p.instances:g} viewers/instance) rates={rates} duration={p.duration:g}s "
+        f"body={body_size} B grace={p.grace:g}s client-procs={p.client_procs} "
+        f"http-pool={p.http_pool}",
+    ]
+
+
+def machine_line() -> str:
+    """CPU, core count, Python, Node and Redis versions, and the time: the first header line."""
     cpu = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -104,12 +116,5 @@ def header(p: Params, body_size: int) -> list[str]:
     redis_v = _version(["redis-server", "--version"]).split(" v=")[-1].split(" ")[0]
     node_v = _version(["node", "--version"])
     now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    rates = ",".join(f"{r:g}" for r in p.rates)
-    return [
-        f"machine: nproc={os.cpu_count()} ({cpu}), python {platform.python_version()}, "
-        f"node {node_v}, redis {redis_v}, {now}",
-        f"params: workers={p.workers} clients={p.clients} instances={p.instances} "
-        f"(~{p.clients / p.instances:g} viewers/instance) rates={rates} duration={p.duration:g}s "
-        f"body={body_size} B grace={p.grace:g}s client-procs={p.client_procs} "
-        f"http-pool={p.http_pool}",
-    ]
+    return (f"machine: nproc={os.cpu_count()} ({cpu}), python {platform.python_version()}, "
+            f"node {node_v}, redis {redis_v}, {now}")

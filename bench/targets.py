@@ -58,21 +58,27 @@ def start_redis(log_dir: Path) -> RedisServer:
     return redis
 
 
+def node_process(port: int, redis: RedisServer, key_prefix: str, log_path: Path,
+                 extra_env: dict[str, str] | None = None) -> ManagedProcess:
+    """One Node peer process on ``port`` (also used to restart one on the same port)."""
+    env = dict(os.environ, KEY_PREFIX=key_prefix, NODE_ENV="production", **(extra_env or {}))
+    return ManagedProcess(f"node-peer-{port}", [str(NODE_PEER), str(port), redis.url], env, log_path)
+
+
 def start_node(workers: int, redis: RedisServer, key_prefix: str, log_dir: Path,
-               timeout: float) -> Server:
+               timeout: float, extra_env: dict[str, str] | None = None) -> Server:
     """W independent Node peer processes (one port each) sharing rooms via the Redis adapter."""
     if not NODE_PEER.exists():
         raise TargetUnavailable(f"{NODE_PEER} not found (set RELAY_SHARED_DIR to the shared folder)")
     if shutil.which("node") is None:
         raise TargetUnavailable("node not found on PATH")
-    env = dict(os.environ, KEY_PREFIX=key_prefix, NODE_ENV="production")
     server = Server("node", workers, [])
     try:
         for _ in range(workers):
             port = free_port()
             server.ports.append(port)
-            server.procs.append(ManagedProcess(f"node-peer-{port}", [str(NODE_PEER), str(port), redis.url],
-                                               env, log_dir / f"node-{port}.log"))
+            server.procs.append(node_process(port, redis, key_prefix, log_dir / f"node-{port}.log",
+                                             extra_env))
         for port in server.ports:
             # run.sh npm-installs once into its cache: the first ever start can take a while.
             wait_healthy(f"http://127.0.0.1:{port}/healthz", server.procs, timeout)
@@ -85,11 +91,12 @@ def start_node(workers: int, redis: RedisServer, key_prefix: str, log_dir: Path,
     return server
 
 
-def start_relay(workers: int, redis: RedisServer, log_dir: Path, timeout: float) -> Server:
+def start_relay(workers: int, redis: RedisServer, log_dir: Path, timeout: float,
+                extra_env: dict[str, str] | None = None) -> Server:
     """``relay serve --workers W`` on one port, sharing state through the private Redis; viewers
     use ``tests.support.clients.token`` (the relay runs with the test secret)."""
     port = free_port()
-    relay = RelayProcess({"RELAY_REDIS_URL": redis.url}, ["--workers", str(workers)],
+    relay = RelayProcess({"RELAY_REDIS_URL": redis.url, **(extra_env or {})}, ["--workers", str(workers)],
                          log_path=log_dir / f"relay-{port}.log", port=port)
     try:
         relay.start(timeout)

@@ -93,17 +93,21 @@ class WebhookLoad:
     """Posts webhooks round-robin over instances and ports with a bounded aiohttp pool."""
 
     def __init__(self, ports: list[int], instances: list[str], factory: BodyFactory, pool: int,
-                 timeout_s: float, date_base_ms: int) -> None:
+                 timeout_s: float, date_base_ms: int, keepalive_s: float = 15.0,
+                 trace: aiohttp.TraceConfig | None = None) -> None:
         self.urls = [f"http://127.0.0.1:{p}/webhooks/evolution" for p in ports]
         self.instances = instances
         self.factory = factory
         self.timeout_s = timeout_s
         self.date_base_ms = date_base_ms
         # Dummy cookie jar, no auto-decompression: less per-request work in the load client.
+        # keepalive_s: how long an idle pooled connection is kept (aiohttp's default 15 s).
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=pool, limit_per_host=0, force_close=False),
+            connector=aiohttp.TCPConnector(limit=pool, limit_per_host=0, force_close=False,
+                                           keepalive_timeout=keepalive_s),
             timeout=aiohttp.ClientTimeout(total=timeout_s), cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            trace_configs=[trace] if trace is not None else None)
         self._headers = {"Content-Type": "application/json"}
 
     def instance_of(self, eid: int) -> int:
