@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -45,6 +46,29 @@ def verify_token(secret: str, token: str | None) -> Viewer:
     if not isinstance(instances, list) or not all(isinstance(i, str) for i in instances):
         raise AuthError("invalid token: 'instances' must be a list of names")
     return Viewer(instances=frozenset(instances), expires_at=int(claims["exp"]))
+
+
+class Verifier:
+    """:func:`verify_token` with a memory of the tokens it accepted lately: a reconnect storm
+    brings back the same tokens, and a signature check costs tens of microseconds each. A
+    remembered token is still refused once expired (a valid token can only get older)."""
+
+    def __init__(self, secret: str, size: int = 10_000):
+        self.secret = secret
+        self.size = size
+        self._known: OrderedDict[str, Viewer] = OrderedDict()
+
+    def verify(self, token: str | None) -> Viewer:
+        viewer = self._known.get(token) if token else None
+        if viewer is None:
+            viewer = verify_token(self.secret, token)
+            self._known[token] = viewer  # type: ignore[index]  # (token is a str here)
+            if len(self._known) > self.size:
+                self._known.popitem(last=False)
+        elif viewer.expires_at <= time.time():
+            del self._known[token]  # type: ignore[arg-type]
+            raise AuthError("token expired")
+        return viewer
 
 
 def bearer(authorization: str | None) -> str | None:

@@ -35,6 +35,7 @@ def front(settings: Settings) -> dict[str, Any]:
                     header_timeout=settings.header_timeout, body_timeout=settings.body_timeout)
     return {"http": functools.partial(GuardedHttp, limits=limits), **UVICORN_WS}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+BACKLOG = 16384  # connections waiting to be accepted (uvicorn's default: 2048)
 
 
 def log_config(level: str, secrets: list[str] | None = None) -> dict[str, Any]:
@@ -77,7 +78,11 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         log_config=log_config(settings.log_level, [settings.webhook_secret or "", settings.secret,
                                                    settings.admin_key or ""]),
         log_level=settings.log_level, access_log=False,  # access logs would hold ?token=
-        proxy_headers=True, timeout_graceful_shutdown=5, lifespan="on", **front(settings))
+        proxy_headers=True, timeout_graceful_shutdown=5, lifespan="on",
+        # After a blip every viewer comes back within a second or two: connections beyond the
+        # accept queue are dropped and retried by the client's TCP only after 1, 3, 7 s... The
+        # kernel caps this at net.core.somaxconn (README, "Operations").
+        backlog=BACKLOG, **front(settings))
 
 
 def announce(settings: Settings) -> None:

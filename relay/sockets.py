@@ -26,6 +26,7 @@ class SioSession:
     viewer: Viewer
     rooms: set[str] = field(default_factory=set)
     expiry: asyncio.TimerHandle | None = None
+    closed: bool = False
 
     async def join(self, room: str) -> None:
         await self.sio.enter_room(self.sid, room)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from .auth import Viewer, verify_token
+from .auth import Verifier, Viewer
 from .core import Relay
 from .errors import RelayError
 from .names import valid_instance
@@ -20,6 +20,7 @@ class Session(Protocol):
 
     viewer: Viewer
     rooms: set[str]
+    closed: bool  # the connection is gone (set by Sessions.closed)
 
     async def join(self, room: str) -> None:
         """Receive the room's updates from now on."""
@@ -31,23 +32,27 @@ def error(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
+GONE = error("gone", "the connection is closed")
+
+
 class Sessions:
     """The viewer rules, for every transport."""
 
     def __init__(self, core: Relay, secret: str):
         self.core = core
-        self.secret = secret
+        self.verifier = Verifier(secret)
 
     def authenticate(self, auth: Any) -> Viewer:
         """The viewer a Socket.IO CONNECT's ``auth`` proves (raises AuthError)."""
         token = auth.get("token") if isinstance(auth, dict) else None
-        return verify_token(self.secret, token if isinstance(token, str) else None)
+        return self.verifier.verify(token if isinstance(token, str) else None)
 
     def opened(self) -> None:
         self.core.metrics.viewers.inc()
 
     async def closed(self, session: Session) -> None:
         """The connection is gone: stop watching what it watched."""
+        session.closed = True
         self.core.metrics.viewers.dec()
         rooms, session.rooms = session.rooms, set()
         for instance in rooms:
@@ -68,9 +73,18 @@ class Sessions:
         if instance not in session.rooms:
             if len(session.rooms) >= MAX_SUBSCRIPTIONS:
                 return error("too_many", f"one connection watches at most {MAX_SUBSCRIPTIONS} instances")
+            if session.closed:
+                return GONE
             session.rooms.add(instance)
             await session.join(instance)
             await self.core.watch(instance)
+            if session.closed and instance in session.rooms:
+                # The connection went while this subscribe was under way, after its rooms
+                # were let go: let this one go too.
+                session.rooms.discard(instance)
+                await session.leave(instance)
+                await self.core.unwatch(instance)
+                return GONE
         try:
             snapshot = await self.core.snapshot(instance)
         except RelayError as exc:

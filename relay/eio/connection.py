@@ -46,6 +46,7 @@ class LeanSession:
     conn: "ViewerConnection"
     viewer: Viewer
     rooms: set[str] = field(default_factory=set)
+    closed: bool = False
 
     async def join(self, room: str) -> None:
         self.conn.front.rooms.join(room, self.conn)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import secrets
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -44,6 +45,8 @@ class Front:
         self.slow_bytes = slow_bytes
         self.connections: set[ViewerConnection] = set()
         self.tasks = Tasks()
+        self._gone: deque[ViewerConnection] = deque()
+        self._reaper: asyncio.Task[None] | None = None
         self._throttle = Throttle(60.0)
         self._open = ("0" + json.dumps({
             "upgrades": [], "pingInterval": int(ping_interval * 1000),
@@ -98,14 +101,29 @@ class Front:
 
     # -- the connections' life ---------------------------------------------------------------
     def lost(self, conn: ViewerConnection) -> None:
-        """A connection closed (either side): forget it, and what it watched."""
-        self.connections.discard(conn)
-        conn.server_connections.discard(conn)
-        session, conn.session = conn.session, None
-        if session is not None:
-            for room in session.rooms:
-                self.rooms.leave(room, conn)
-            self.tasks.spawn("viewer-closed", self.sessions.closed(session))
+        """A connection closed (either side). It is forgotten, with what it watched, by one task
+        a slice at a time: a network blip closes thousands of connections in one turn of the
+        event loop, and this callback runs for each of them in that same turn."""
+        self._gone.append(conn)
+        if self._reaper is None or self._reaper.done():
+            self._reaper = self.tasks.spawn("viewers-gone", self._reap())
+
+    async def _reap(self) -> None:
+        gone = self._gone
+        while gone:
+            for _ in range(min(len(gone), SWEEP_SLICE)):
+                conn = gone.popleft()
+                self.connections.discard(conn)
+                conn.server_connections.discard(conn)
+                session, conn.session = conn.session, None
+                if session is not None:
+                    for room in session.rooms:
+                        self.rooms.leave(room, conn)
+                    try:
+                        await self.sessions.closed(session)
+                    except Exception:  # one viewer's bookkeeping must not stop the others'
+                        log.exception("forgetting a closed viewer failed")
+            await asyncio.sleep(0)
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A connection's short job (a subscribe): owned, cancelled at shutdown."""

@@ -54,7 +54,7 @@ class Resp(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.keep: object = None
         self.lost: BaseException | None = None
-        self.closed = asyncio.get_running_loop().create_future()
+        self.out: list[bytes] = []  # commands of this turn of the event loop, not yet written
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -82,24 +82,29 @@ class Resp(asyncio.Protocol):
             future, _ = self.waiting.popleft()
             if not future.done():
                 future.set_exception(self.lost)
-        if not self.closed.done():
-            self.closed.set_result(None)
         if self.push is not None:
             self.push(None)  # tells the reader the connection is gone
 
-    def send(self, *args: str | bytes | int) -> asyncio.Future[Any]:
-        """Write a command; its future gets the answer (never in pub/sub mode)."""
+    def send(self, *args: str | bytes | int) -> asyncio.Future[Any] | None:
+        """Send a command; its future gets the answer (None in pub/sub mode). Commands sent in
+        one turn of the event loop leave in one write: a storm of reads or subscribes costs a
+        system call per turn, not one per command."""
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise self.lost or RedisConnectionError("connection to Redis closed")
-        data = pack(args)
         loop = asyncio.get_running_loop()
+        if not self.out:
+            loop.call_soon(self.flush)
+        self.out.append(pack(args))
+        if self.push is not None:
+            return None
         future: asyncio.Future[Any] = loop.create_future()
-        if self.push is None:
-            self.waiting.append((future, loop.time()))
-        else:
-            future.set_result(None)
-        self.transport.write(data)
+        self.waiting.append((future, loop.time()))
         return future
+
+    def flush(self) -> None:
+        out, self.out = self.out, []
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     def oldest(self) -> float | None:
         """When the oldest unanswered command was sent."""
@@ -158,6 +163,7 @@ class Lane:
         if resp is None or resp.lost is not None:
             resp = await self._open()
         future = resp.send(*args)
+        assert future is not None  # (a lane is never in pub/sub mode)
         self._arm()
         return await future
 
