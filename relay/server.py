@@ -57,11 +57,12 @@ def log_config(level: str, secrets: list[str] | None = None) -> dict[str, Any]:
 
 def tune_gc() -> None:
     """Everything created so far lives as long as the process: keep it out of the collector's
-    full passes, and collect young objects less often (full-heap pauses of 50-250 ms were
-    measured under load otherwise; BENCHMARKS.md)."""
+    full passes. Young generations stay small (a pause is as long as they are big: with
+    7,000/20/20, 10,000 viewers reconnecting at once made 100-250 ms pauses of generation 1;
+    with 2,000/10/10 its pauses stay under ~20 ms there; BENCHMARKS.md)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(7000, 20, 20)
+    gc.set_threshold(2000, 10, 10)
 
 
 def worker_app(settings: Settings) -> RelayApp:

@@ -18,6 +18,7 @@ from ..auth import Viewer
 from ..errors import AuthError
 from ..viewers import Sessions
 from .frames import CLOSE, PING, TEXT, FrameError, FrameReader, close_frame, frame
+from .pacer import TASK_COST, Pacer
 from .rooms import Rooms
 
 log = logging.getLogger("relay.viewers")
@@ -30,6 +31,8 @@ class Host(Protocol):
     sessions: Sessions
     ping_interval: float
     slow_bytes: int
+
+    pacer: Pacer
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
@@ -77,6 +80,14 @@ class ViewerConnection(asyncio.Protocol):
 
     # -- asyncio ------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self.session is None:  # a newcomer (its Socket.IO connect): paced, in order
+            self.front.pacer.run(lambda: self._received(data))
+        else:
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        if self.closing:
+            return
         try:
             messages = self.reader.feed(data)
         except FrameError as exc:
@@ -180,9 +191,14 @@ class ViewerConnection(asyncio.Protocol):
             return
         if self.session is None or not isinstance(args, list) or not args:
             return
+        # Paced (a storm brings thousands of subscribes), in order, one at a time.
+        self.front.pacer.run(lambda: self._start_event(args[0], args[1:], ack_id), TASK_COST)
+
+    def _start_event(self, name: Any, args: list[Any], ack_id: str) -> None:
+        if self.closing:
+            return
         previous = self._chain
-        self._chain = self.front.spawn("viewer-event",
-                                       self._event(previous, args[0], args[1:], ack_id))
+        self._chain = self.front.spawn("viewer-event", self._event(previous, name, args, ack_id))
 
     async def _event(self, previous: asyncio.Task[None] | None, name: Any, args: list[Any],
                      ack_id: str) -> None:
@@ -206,3 +222,5 @@ class ViewerConnection(asyncio.Protocol):
         if ack_id and not self.closing:
             self.send(f"43{ack_id}" + json.dumps([answer], separators=(",", ":"),
                                                  ensure_ascii=False))
+        if self._chain is asyncio.current_task():
+            self._chain = None  # done: a finished task is 0.7 KB per idle viewer

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any
@@ -22,6 +23,7 @@ from ..tasks import Tasks
 from ..viewers import Sessions
 from .connection import ViewerConnection
 from .frames import accept_key, frame
+from .pacer import Pacer
 from .rooms import SLOW_BYTES, Rooms
 
 log = logging.getLogger("relay.viewers")
@@ -45,6 +47,7 @@ class Front:
         self.slow_bytes = slow_bytes
         self.connections: set[ViewerConnection] = set()
         self.tasks = Tasks()
+        self.pacer = Pacer()
         self._gone: deque[ViewerConnection] = deque()
         self._reaper: asyncio.Task[None] | None = None
         self._throttle = Throttle(60.0)
@@ -65,8 +68,16 @@ class Front:
     def take(self, transport: asyncio.Transport, headers: list[tuple[bytes, bytes]],
              server_connections: set[Any]) -> None:
         """Answer the handshake on ``transport`` (whose request uvicorn parsed) and drive it
-        from now on. It joins ``server_connections`` (uvicorn's: the connection cap and the
-        graceful shutdown count it) until it closes."""
+        from now on, paced (see :mod:`.pacer`; nothing is read from it meanwhile). It joins
+        ``server_connections`` (uvicorn's: the connection cap and the graceful shutdown count
+        it) until it closes."""
+        transport.pause_reading()
+        self.pacer.run(lambda: self._take(transport, headers, server_connections))
+
+    def _take(self, transport: asyncio.Transport, headers: list[tuple[bytes, bytes]],
+              server_connections: set[Any]) -> None:
+        if transport.is_closing():
+            return  # the client went away while it waited
         h = {name: value for name, value in headers}
         key = h.get(b"sec-websocket-key")
         if h.get(b"sec-websocket-version") != b"13" or not key:
@@ -87,6 +98,7 @@ class Front:
         transport.set_protocol(conn)
         self.connections.add(conn)
         server_connections.add(conn)
+        transport.resume_reading()
 
     def _origin_ok(self, origin: str, host: str) -> bool:
         return "*" in self.origins or origin in self.origins or urlsplit(origin).netloc == host
@@ -111,7 +123,8 @@ class Front:
     async def _reap(self) -> None:
         gone = self._gone
         while gone:
-            for _ in range(min(len(gone), SWEEP_SLICE)):
+            while gone and not self.pacer.spent():
+                started = time.perf_counter()
                 conn = gone.popleft()
                 self.connections.discard(conn)
                 conn.server_connections.discard(conn)
@@ -123,6 +136,7 @@ class Front:
                         await self.sessions.closed(session)
                     except Exception:  # one viewer's bookkeeping must not stop the others'
                         log.exception("forgetting a closed viewer failed")
+                self.pacer.charge(time.perf_counter() - started)
             await asyncio.sleep(0)
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
