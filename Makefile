@@ -3,6 +3,7 @@
 #   make test   - the whole suite (installs Python deps, web assets, redis-server and Chromium if missing)
 #   make bench  - the relay beside the Node peer (see BENCHMARKS.md)
 #   make bench-reconnect - 10,000 viewers reconnecting at once, relay beside the Node peer
+#   make bench-hardening - issue 9's hardening findings measured again (bench/hardening.py)
 #   make demo   - dev only: the relay plus a fake gateway emitting fake QRs
 #   make lock   - refresh requirements/*.lock from pyproject.toml (then commit them)
 PYTHON ?= python3
@@ -12,7 +13,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 VENDOR := web/vendor/socket.io.esm.min.js web/vendor/uqr.mjs
 UV     := uv==0.13.9
 
-.PHONY: run test bench bench-reconnect demo web deps lock clean
+.PHONY: run test bench bench-reconnect bench-hardening demo web deps lock clean
 
 # Python packages come from the lock files, pinned with hashes; the project itself on top.
 $(VENV)/.run: requirements/runtime.lock pyproject.toml
@@ -60,6 +61,9 @@ bench: deps $(VENV)/.test web
 
 bench-reconnect: deps $(VENV)/.test web
 	$(PY) bench/reconnect.py
+
+bench-hardening: deps $(VENV)/.test web
+	$(PY) bench/hardening.py
 
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

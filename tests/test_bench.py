@@ -13,7 +13,7 @@ import pytest
 from tests.support.fixtures import REPO
 
 
-@pytest.mark.parametrize("script", ["run.py", "memory.py", "memory_breakdown.py"])
+@pytest.mark.parametrize("script", ["run.py", "memory.py", "memory_breakdown.py", "hardening.py"])
 def test_bench_script_starts_from_anywhere(script: str, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
