@@ -49,6 +49,17 @@ class StoreUnavailable(RelayError):
     status = 503
 
 
+class RateLimited(RelayError):
+    """Asked too often; ``retry_after`` seconds until it may be asked again."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, detail: str, retry_after: float):
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
 class UpstreamError(RelayError):
     """The gateway answered with an error, or could not be reached."""
 

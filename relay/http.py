@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .errors import RelayError
+from .errors import RateLimited, RelayError
 
 
 class TooLarge(Exception):
@@ -19,6 +19,8 @@ def error(status: int, code: str, detail: str, headers: dict[str, str] | None = 
 
 def from_exc(exc: RelayError) -> JSONResponse:
     headers = {"Retry-After": "5"} if exc.status == 503 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return error(exc.status, exc.code, exc.detail, headers)
 
 

@@ -125,9 +125,14 @@ async def connect(request: Request) -> Response:
     checked = viewer_for(request, instance)
     if isinstance(checked, JSONResponse):
         return checked
+    # Pages are rate-limited per token (and per instance); the admin key is not.
+    authorization = request.headers.get("authorization")
+    caller = None if admin_allowed(config(request).admin_key, authorization) else \
+        (bearer(authorization) or request.query_params.get("token"))
     try:
         number = await _number(request)
-        return JSONResponse(await core(request).connect(instance, number), status_code=202)
+        return JSONResponse(await core(request).connect(instance, number, caller=caller),
+                            status_code=202)
     except RelayError as exc:
         return from_exc(exc)
 

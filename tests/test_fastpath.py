@@ -116,3 +116,22 @@ async def test_client_leaving_mid_request(caplog: pytest.LogCaptureFixture) -> N
         assert (await response(reader))[2] == b'{"ok":true,"updated":true}'
         writer.close()
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_header_limit_holds_in_one_read_and_never_counts_bodies() -> None:
+    """Headers over 32 KB get 431 even when they arrive in one read; bodies of pipelined
+    webhooks are never taken for headers."""
+    async with running_relay() as relay:
+        for size in (33 * 1024, 120 * 1024):
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(post(QR, extra=b"x-big: " + b"a" * size + b"\r\n"))
+            status, headers, _ = await response(reader)
+            assert status == 431 and headers["connection"] == "close" and await closed(reader)
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        big = json.loads(QR)
+        big["data"]["qrcode"]["base64"] = "data:image/png;base64," + "A" * 200_000
+        bodies = [json.dumps({**big, "date_time": f"2025-10-21T11:40:4{n}.000Z"}).encode()
+                  for n in range(3)]
+        writer.write(b"".join(post(b) for b in bodies))  # one write: pipelined
+        assert [(await response(reader))[0] for _ in bodies] == [200, 200, 200]
+        writer.close()

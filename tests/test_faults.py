@@ -222,6 +222,14 @@ async def test_restore_race_newest_wins(redis_server: RedisServer) -> None:
                 assert (await post(f"{w2.url}/webhooks/evolution", opened))[0] == 200
                 redis_server.kill()
                 redis_server.start()
+                # Pages keep reading worker 2 meanwhile: a read between worker 1's restore (of
+                # its older copy) and worker 2's must not make worker 2 forget its newer one.
+                until_read = time.monotonic() + 1.0
+                while time.monotonic() < until_read:
+                    try:
+                        await state(w2, instance)
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.01)
                 # Either worker may restore first (worker 1 its older copy); the newest must win.
                 deadline = time.monotonic() + 20
                 seen: list[str] = []

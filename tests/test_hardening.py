@@ -107,6 +107,43 @@ async def test_3_one_instance_error_stays_with_that_instance() -> None:
         await evo.stop()
 
 
+async def test_3_connect_is_rate_limited_per_token_and_per_instance() -> None:
+    """A page (or a script) asking again and again: the same request for an unchanged instance
+    reaches the gateway once per few seconds whoever asks, and one token gets at most 10 a
+    minute (then 429 with Retry-After); the admin key is not limited."""
+    evo = EvolutionEmulator()
+    await evo.start()
+    try:
+        for name in ("shop", "other"):
+            evo.add_instance(name)
+        async with running_relay(evolution_url=evo.url, evolution_apikey=evo.apikey,
+                                 admin_key="admin-key-0123456789") as relay:
+            async def connect(instance: str, auth: str) -> tuple[int, Any]:
+                async with aiohttp.ClientSession() as session:
+                    async with session.post(f"{relay.url}/v1/instances/{instance}/connect",
+                                            headers={"Authorization": f"Bearer {auth}"}) as resp:
+                        return resp.status, (await resp.json(), resp.headers.get("Retry-After"))
+
+            asked = lambda: len([r for r in evo.requests if r.path == "/instance/connect/shop"])  # noqa: E731
+            # Two pages ask for a QR within a few seconds: one request reaches the gateway.
+            assert (await connect("shop", token("shop")))[0] == 202
+            assert (await connect("shop", token("shop", "x")))[0] == 202
+            assert asked() == 1
+            # A gateway error is not swallowed by that: the next try reaches the gateway again.
+            evo.connect_errors["other"] = "Evolution could not start instance other"
+            assert [(await connect("other", token("other")))[0] for _ in range(2)] == [502, 502]
+            del evo.connect_errors["other"]
+            page = token("shop", "other")
+            answers = [await connect("other", page) for _ in range(11)]
+            assert [a[0] for a in answers] == [202] * 10 + [429]
+            body, retry = answers[-1][1]
+            assert body["error"] == "rate_limited" and 1 <= int(retry) <= 60
+            admin = [await connect("other", "admin-key-0123456789") for _ in range(12)]
+            assert [a[0] for a in admin] == [202] * 12
+    finally:
+        await evo.stop()
+
+
 def _limit_files(n: int) -> Any:
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
@@ -176,6 +213,32 @@ async def test_6_slowloris_cannot_starve_a_relay() -> None:
         relay.stop()
 
 
+async def test_6_websockets_that_never_connect_cannot_fill_the_cap() -> None:
+    """Websockets without a token are evicted at the cap like half-open requests (oldest
+    first), so a page with a token and /healthz still get in."""
+    relay = RelayProcess({})
+    relay.preexec = _limit_files(256)
+    relay.start()
+    squatters: list[Any] = []
+    try:
+        url = relay.url.replace("http", "ws") + WS_PATH
+        for _ in range(400):  # more than the relay can hold open
+            try:
+                ws = await websockets.connect(url, compression=None, open_timeout=5)
+            except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
+                continue  # refused or evicted while opening: fine
+            squatters.append(ws)
+        for _ in range(10):
+            assert await _healthz(relay.url) == 200
+        viewer = await raw_socket(relay.url, token("shop"))  # a real viewer gets in
+        await viewer.close()
+        assert "at the connection cap: closed the oldest connection" in relay.output()
+    finally:
+        for ws in squatters:
+            await ws.close()
+        relay.stop()
+
+
 async def test_7_sessions_end_with_their_token() -> None:
     async with running_relay() as relay:
         short = token("shop", ttl=2)
@@ -195,6 +258,39 @@ async def test_7_sessions_end_with_their_token() -> None:
             await asyncio.sleep(0.1)
         assert not viewer.sio.connected  # the Socket.IO session was ended too
         await viewer.close()
+
+
+async def test_7_not_one_update_after_the_token_expired() -> None:
+    """The sweep ends sessions once a second; delivery itself checks expiry, so no update posted
+    after ``exp`` reaches a websocket viewer (webhooks every 0.1 s across the expiry)."""
+    async with running_relay() as relay:
+        exp = int(time.time()) + 2
+        short = jwt_token(exp)
+        ws = await raw_socket(relay.url, short)
+        await ws.send('420["subscribe",{"instance":"shop"}]')
+        assert (await ws.recv()).startswith("430")
+        received_after: list[float] = []
+
+        async def read() -> None:
+            async for message in ws:
+                if isinstance(message, str) and message.startswith('42["update"') \
+                        and time.time() > exp + 0.05:
+                    received_after.append(time.time())
+        reading = asyncio.create_task(read())
+        n = 0
+        while time.time() < exp + 1.5:
+            n += 1
+            body = evolution_event("webhook-qrcode-updated", instance="shop", code=f"2@q{n}")
+            await post(f"{relay.url}/webhooks/evolution", body)
+            await asyncio.sleep(0.1)
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        assert received_after == []
+
+
+def jwt_token(exp: int) -> str:
+    import jwt as pyjwt
+    return pyjwt.encode({"instances": ["shop"], "exp": exp}, SECRET, algorithm="HS256")
 
 
 async def test_9_no_token_or_secret_in_logs() -> None:

@@ -249,6 +249,10 @@ async def test_claims_are_won_once_per_ttl(backend: Any) -> None:
         assert await coordination[0].claim("stall:a:2", 0.3) is True  # another name, another claim
         await asyncio.sleep(0.4)
         assert await coordination[-1].claim("stall:a:1", 0.3) is True  # expired: claimable again
+        assert await coordination[0].claim("connect:b:qr", 30) is True
+        assert await coordination[-1].claim("connect:b:qr", 30) is False
+        await coordination[-1].release("connect:b:qr")  # let go early, by any worker
+        assert await coordination[0].claim("connect:b:qr", 30) is True
     finally:
         for worker in workers:
             await worker.close()

@@ -62,7 +62,7 @@ class ViewerConnection(asyncio.Protocol):
     """Engine.IO + Socket.IO over one websocket, driven by the front's sweep for its timers."""
 
     __slots__ = ("front", "transport", "reader", "sid", "session", "opened_at", "next_ping",
-                 "pong_due", "closing", "_chain", "server_connections")
+                 "pong_due", "closing", "_chain", "server_connections", "expires_at")
 
     def __init__(self, front: Host, transport: asyncio.Transport, sid: str, now: float,
                  server_connections: set[Any]):
@@ -76,6 +76,7 @@ class ViewerConnection(asyncio.Protocol):
         self.next_ping = now + front.ping_interval
         self.pong_due: float | None = None
         self.closing = False
+        self.expires_at = 0.0
         self._chain: asyncio.Task[None] | None = None  # one client event at a time, in order
 
     # -- asyncio ------------------------------------------------------------------------------
@@ -105,6 +106,11 @@ class ViewerConnection(asyncio.Protocol):
                 self.close(1000)
             # binary messages: Socket.IO attachments, which no viewer sends; ignored
 
+    def unproven_since(self) -> float | None:
+        """When it opened, while it has not connected with a valid token (the connection cap
+        evicts the oldest such first)."""
+        return self.opened_at if self.session is None else None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.front.lost(self)
@@ -127,6 +133,12 @@ class ViewerConnection(asyncio.Protocol):
 
     def send(self, text: str) -> None:
         self.write(frame(text.encode()))
+
+    def expire(self) -> None:
+        """The token expired: say so (Socket.IO disconnect), then close."""
+        if not self.closing:
+            self.send("41")
+            self.close(1000)
 
     def close(self, code: int = 1000) -> None:
         if not self.closing:
@@ -176,6 +188,7 @@ class ViewerConnection(asyncio.Protocol):
             self.send("44" + json.dumps({"message": "unauthorized"}))
             return
         self.session = LeanSession(self, viewer)
+        self.expires_at = float(viewer.expires_at or "inf")
         self.front.sessions.opened()
         self.send("40" + json.dumps({"sid": self.sid}))
 

@@ -165,8 +165,7 @@ class Front:
                         conn.close(1008)  # never connected with a valid token
                     continue
                 if self.sessions.expired(conn.session):
-                    conn.send("41")  # Socket.IO disconnect: the token expired
-                    conn.close(1000)
+                    conn.expire()
                 elif conn.pong_due is not None:
                     if now > conn.pong_due:
                         conn.abort()  # no pong: the client is gone

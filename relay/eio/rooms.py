@@ -8,6 +8,7 @@ latest-state channel has no use for a backlog, and memory stays bounded.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Protocol
@@ -21,8 +22,13 @@ SLOW_BYTES = 512 * 1024  # unsent bytes a viewer may hold (~80 QR updates) befor
 
 
 class Writable(Protocol):
+    expires_at: float  # when its token expires (epoch seconds; 0: not yet connected)
+
     def write(self, data: bytes) -> bool:
         """Write, or return False when the connection is gone or too far behind."""
+
+    def expire(self) -> None:
+        """End the session: its token expired."""
 
 
 class Rooms:
@@ -59,6 +65,10 @@ class Rooms:
         count = 0
         if members:
             data = frame(("4" + packet).encode())  # Engine.IO "message" + the Socket.IO packet
+            now = time.time()
             for conn in list(members):
-                count += conn.write(data)
+                if conn.expires_at <= now:  # not one update past the token's expiry
+                    conn.expire()
+                else:
+                    count += conn.write(data)
         return count + await self.fallback.send_update(room, packet)

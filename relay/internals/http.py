@@ -55,34 +55,44 @@ class GuardedHttp(WebhookFastPath):
         super().__init__(*args, **kwargs)
         self.limits = limits
         self.cap = connection_cap(limits.max_connections)
+        # Where the parser is: in a request's head (or waiting for one), or in its body.
         self._in_head = True
-        self._head_bytes = 0
+        self._in_body = False
+        self._head_bytes = 0  # raw bytes received while in a head (a header that never ends)
+        self._parsed = 0  # bytes of the current head's header fields, as parsed
+        self._refused = False
         self._head_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._begin_head()
+        self._wait_for_head()
         if len(self.connections) > self.cap and not self._evict_one():
             _say("cap", f"refused a connection: {self.cap} are open (the cap; raise the open-file "
                         "limit or RELAY_MAX_CONNECTIONS)")
             self._close()
 
     def _evict_one(self) -> bool:
-        """Abort the oldest other connection still sending its request headers."""
-        waiting = [c for c in self.connections
-                   if isinstance(c, GuardedHttp) and c is not self and c._in_head]
-        if not waiting:
+        """Abort the oldest other connection that has not proved itself yet: one still sending
+        its request headers, or a websocket viewer that has not connected with a token."""
+        oldest: tuple[float, Any] | None = None
+        for conn in self.connections:
+            if conn is self:
+                continue
+            since = conn._head_since if isinstance(conn, GuardedHttp) and conn._in_head \
+                else getattr(conn, "unproven_since", lambda: None)()
+            if since is not None and (oldest is None or since < oldest[0]):
+                oldest = (since, conn)
+        if oldest is None:
             return False
-        oldest = min(waiting, key=lambda c: c._head_since)
-        _say("evict", "at the connection cap: closed the oldest connection still sending its "
-                      "request headers")
-        oldest._close()
+        _say("evict", "at the connection cap: closed the oldest connection that had not sent "
+                      "its request headers or connected with a token")
+        victim = oldest[1]
+        victim._close() if isinstance(victim, GuardedHttp) else victim.abort()
         return True
 
-    def _begin_head(self) -> None:
-        self._in_head, self._head_bytes = True, 0
-        self._head_since = self.loop.time()
+    def _wait_for_head(self) -> None:
+        self._in_head, self._head_since = True, self.loop.time()
         self._arm(self.limits.header_timeout, "did not send its request headers within")
 
     def _arm(self, seconds: float, what: str) -> None:
@@ -104,36 +114,65 @@ class GuardedHttp(WebhookFastPath):
         self._disarm()
         self.transport.abort()
 
+    def _refuse_431(self) -> None:
+        _say("big", f"refused a request whose headers passed {self.limits.max_header_bytes // 1024} KB")
+        self._refused = True
+        self._disarm()
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                             b"content-length: 0\r\nconnection: close\r\n\r\n")
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)  # may complete the headers (the rest of data is body)
         if self._in_head and self._head_bytes > self.limits.max_header_bytes \
                 and not self.transport.is_closing():
-            _say("big", f"refused a request whose headers passed "
-                        f"{self.limits.max_header_bytes // 1024} KB")
-            self._disarm()
-            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                                 b"content-length: 0\r\nconnection: close\r\n\r\n")
-            self.transport.close()
+            self._refuse_431()  # a head still coming after the limit (one endless header)
+
+    # -- the parser's callbacks: count the head, time the body -----------------------------------
+    def on_message_begin(self) -> None:
+        self._in_head, self._parsed = True, 0
+        if not self._refused:
+            super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsed += len(name) + len(value) + 4
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._in_head, self._head_bytes = False, 0
+        if self._refused or self.transport.is_closing():
+            self._refused = True
+            return
+        if self._parsed > self.limits.max_header_bytes:  # headers that came in one read
+            self._refuse_431()
+            return
+        self._in_body = True
         self._arm(self.limits.body_timeout, "did not send its request body within")
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        self._in_body = False
         self._disarm()
-        super().on_message_complete()
+        if not self._refused:
+            super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._begin_head()
+        # Waiting for the next request, unless one (pipelined) is already being served.
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self._wait_for_head()
 
     def handle_websocket_upgrade(self) -> None:
         self._disarm()
-        self._in_head = False
+        self._in_head = self._in_body = False
         # The app's lean front (relay/eio/) takes websocket-only Engine.IO connections over,
         # from this transport; anything else goes to uvicorn's websocket protocol and ASGI.
         front = self.app_state.get("front")

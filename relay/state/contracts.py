@@ -97,6 +97,9 @@ class Coordination(Protocol):
         """True for the first caller (of any worker) to claim ``name`` within ``ttl`` seconds:
         e.g. one log line and one gateway call per stalled instance, not one per worker."""
 
+    async def release(self, name: str) -> None:
+        """Let go of a claim before its time (the next claim of ``name`` succeeds)."""
+
 
 @dataclass
 class Backend:

@@ -173,6 +173,9 @@ class MemoryCoordination:
         self._claims[name] = now + ttl
         return True
 
+    async def release(self, name: str) -> None:
+        self._claims.pop(name, None)
+
 
 def open_memory(*, qr_ttl: float, qr_wait: float, default_upstream: str, record_ttl: float = 0.0,
                 max_instances: int = 100_000) -> Backend:

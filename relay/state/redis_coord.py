@@ -59,3 +59,6 @@ class RedisCoordination:
     async def claim(self, name: str, ttl: float) -> bool:
         return bool(await self.client.set(self.keys.claim(name), "1", nx=True,
                                           px=max(1, int(ttl * 1000))))
+
+    async def release(self, name: str) -> None:
+        await self.client.delete(self.keys.claim(name))

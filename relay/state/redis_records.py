@@ -22,6 +22,7 @@ published so that workers whose viewers read the older copy meanwhile catch up.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -100,11 +101,24 @@ class RedisRecords:
         key = self.keys.record(instance)
         raw, version = await self._on_lane(key, ("HMGET", key, "r", "v"),
                                            lambda: self.client.hmget(key, ["r", "v"]))
+        held = int(version or 0) if raw is not None else 0
+        cached = self.recent.get(instance)
+        if cached is not None and cached[0] > held and self._unexpired(cached[0]):
+            # Redis holds an older copy than this worker has seen, or none: it lost writes (a
+            # restart, a failover), maybe put back older by another worker's restore. The
+            # newer copy is the truth: keep it (this worker's restore writes it back).
+            return cached[1]
         if raw is None:
             return None
         record = load_record(raw)
-        self.recent.put(instance, int(version or 0), record, len(raw))
+        self.recent.put(instance, held, record, len(raw))
         return record
+
+    def _unexpired(self, version: int) -> bool:
+        """Was a record of this version (a hybrid clock in µs: when it was written) written
+        less than the record TTL ago? (Else Redis forgot it on purpose.)"""
+        ttl_ms = int(self.record_ttl_ms)
+        return not ttl_ms or time.time_ns() // 1000 - version < ttl_ms * 1000
 
     async def instances(self) -> list[str]:
         return [self.keys.record_instance(k)
