@@ -13,9 +13,9 @@ import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-from .errors import RateLimited, RelayError, StoreUnavailable
+from .asking import Asks
+from .errors import RelayError, StoreUnavailable
 from .hub import Hub, SSEViewer
-from .limits import PerKey
 from .metrics import Metrics
 from .ports import Delivery, Gateway
 from .reachability import Reachability
@@ -26,9 +26,7 @@ from .watchdog import Watchdog
 from .wire import encode, frame, loads, unwire
 
 log = logging.getLogger("relay")
-READY_WAIT = 1.0
-CONNECT_GAP = 3.0  # seconds between two connects of one instance asked by pages
-CONNECTS_PER_MINUTE = 10  # connects one viewer token may ask for  # seconds /readyz waits for the store before saying it is not ready
+READY_WAIT = 1.0  # seconds /readyz waits for the store before saying it is not ready
 
 
 class NoGateway(RelayError):
@@ -52,7 +50,7 @@ class Relay:
         self.gateway_poll = gateway_poll
         self.hub = Hub(backend.broker, delivery, metrics)
         self.tasks = Tasks()
-        self._connects = PerKey(CONNECTS_PER_MINUTE, 60.0)
+        self.asks = Asks(backend.coordination, lambda i: self.snapshot(i, read=True))
         self.gateways: dict[str, Gateway] = {}
         self.started = False
         self.reachability = Reachability(self.hub, backend.coordination, metrics, self.gateways,
@@ -146,28 +144,12 @@ class Relay:
     async def connect(self, instance: str, number: str | None = None, *,
                       caller: str | None = None) -> Snapshot:
         """Ask the instance's gateway for a (new) QR, or a pairing code for ``number``; it comes
-        as an update. A ``caller`` (a viewer's token) asks at most CONNECTS_PER_MINUTE times a
-        minute (else :class:`RateLimited`), and the same request for an instance reaches the
-        gateway at most once per CONNECT_GAP seconds across workers (a repeat is answered with
-        the snapshot: what was asked is on its way; asking for the other kind, a QR or a code,
-        goes through at once): a page or a script in a loop must not hammer the gateway."""
-        asked = f"connect:{instance}:" + (f"phone:{number}" if number else "qr")
+        as an update. Asks of a ``caller`` (a viewer's token) go through :class:`Asks`."""
+        async def send() -> None:
+            await (await self.gateway_for(instance)).connect(instance, number)
         if caller is not None:
-            wait = self._connects.allow(caller)
-            if wait:
-                raise RateLimited("too many requests for a new QR from this page; wait a moment",
-                                  wait)
-            if not await self.coordination.claim(asked, CONNECT_GAP):
-                return await self.snapshot(instance)
-            if number:  # switching to a code: a QR may be asked for again at once
-                await self.coordination.release(f"connect:{instance}:qr")
-        gateway = await self.gateway_for(instance)
-        try:
-            await gateway.connect(instance, number)
-        except RelayError:
-            if caller is not None:  # the caller may try again at once
-                await self.coordination.release(asked)
-            raise
+            return await self.asks.ask(instance, number, caller, send)
+        await send()
         return await self.snapshot(instance, read=True)  # what the gateway's answer changed
 
     def controls(self) -> dict[str, bool]:

@@ -78,7 +78,8 @@ def test_layers_read_top_down() -> None:
     rules = {"relay.snapshot", "relay.rules", "relay.reasons", "relay.names", "relay.errors",
              "relay.wire", "relay.phone"}
     contracts = {m for m in MODULES if m.startswith("relay.state")}
-    core = {"relay.core", "relay.hub", "relay.watchdog", "relay.reachability", "relay.ports"}
+    core = {"relay.core", "relay.hub", "relay.watchdog", "relay.reachability", "relay.ports",
+            "relay.asking"}
     above_core = {"relay.app", "relay.server", "relay.cli", "relay.demo", "relay.config",
                   "relay.routes", "relay.webhooks", "relay.sockets", "relay.internals",
                   "relay.internals.sio", "relay.internals.http", "relay.internals.run",
