@@ -32,6 +32,7 @@ from .snapshot import (
     live,
     next_seq,
     now_ms,
+    qr_name,
     qr_names,
 )
 
@@ -63,8 +64,8 @@ def is_stale(record: Record | None, event: Event, at: int) -> bool:
         return False
     # Checked by the event's own identity (its code if it has one); a past QR is retired under
     # all its names, so an image-only copy of it is recognised too.
-    if event.qr is not None and qr_names(event.qr.code, event.qr.image,
-                                         event.qr.pairing_code)[0] in record.retired:
+    if event.qr is not None and qr_name(event.qr.code, event.qr.image,
+                                        event.qr.pairing_code) in record.retired:
         # A QR this instance already moved past: a late retry, or Evolution's REST `connect`
         # handing back the previous, expired QR (protocols/evolution.md §4.3).
         return True

@@ -26,6 +26,7 @@ from .gateways.payload import check_body
 from .http import TooLarge, read_body
 from .logs import Throttle
 from .snapshot import Event
+from .wire import decode
 
 log = logging.getLogger("relay.webhooks")
 Parser = Callable[[Any, "str | None"], "Event | None"]
@@ -130,7 +131,7 @@ class Webhooks:
         """The answer to an authentic webhook whose whole body is ``raw``."""
         metrics = core.metrics
         try:
-            body = json.loads(raw)
+            body = decode(raw)  # orjson, else json (the same answers, ~2x faster)
         except (ValueError, RecursionError) as exc:
             metrics.webhooks.labels(upstream, "-", "bad_json").inc()
             self.warn_rejected(upstream, 400, "body is not JSON")

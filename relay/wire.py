@@ -10,19 +10,35 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+import orjson
+
 from .snapshot import Record, Snapshot
 
 
 def encode(snapshot: Snapshot) -> str:
-    """The one JSON encoding of a snapshot that goes on the wire (encoded once per update)."""
-    return json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False)
+    """The one JSON encoding of a snapshot that goes on the wire (encoded once per update).
+    orjson: a 6 KB QR image is escaped ~10x faster than by json. What it refuses (a lone
+    surrogate from a gateway's text, an int past 64 bits) is encoded by json, ASCII-escaped."""
+    try:
+        return orjson.dumps(snapshot).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(snapshot, separators=(",", ":"))
+
+
+def decode(raw: str | bytes) -> Any:
+    """JSON from the store, a channel or a gateway: orjson, else json (which also takes what
+    orjson refuses, e.g. an escaped lone surrogate); ValueError when it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except ValueError:  # orjson.JSONDecodeError
+        return json.loads(raw)
 
 
 def _meta(record: Record) -> str:
     """The record without its snapshot, as compact JSON (ordering data and watchdog clock)."""
-    return json.dumps({"t": record.gateway_ts, "r": record.retired, "d": record.deadline,
-                       "w": record.waiting_since, "n": record.waiting_events, "e": record.seen_at},
-                      separators=(",", ":"))
+    return orjson.dumps({"t": record.gateway_ts, "r": record.retired, "d": record.deadline,
+                         "w": record.waiting_since, "n": record.waiting_events,
+                         "e": record.seen_at}).decode()
 
 
 def _record(snapshot: Any, meta: dict[str, Any]) -> Record:
@@ -39,7 +55,7 @@ def dump_record(record: Record, snapshot_json: str | None = None) -> str:
 
 
 def load_record(raw: str | bytes) -> Record:
-    data = json.loads(raw)
+    data = decode(raw)
     return _record(data.pop("s"), data)
 
 
@@ -71,11 +87,11 @@ class Wired(NamedTuple):
     payload: str
 
     def record(self) -> Record:
-        return _record(json.loads(self.payload), json.loads(self.meta))
+        return _record(decode(self.payload), decode(self.meta))
 
     def deadline(self) -> int | None:
         """When the pairing watchdog is due for this instance (None: not waiting for a QR)."""
-        value = json.loads(self.meta).get("d")
+        value = decode(self.meta).get("d")
         return value if isinstance(value, int) else None
 
 
@@ -98,4 +114,4 @@ def sse_update(seq: int, payload: str) -> str:
 
 def loads(raw: str) -> Any:
     """Decode a snapshot's JSON (only where a step must change it, e.g. to mark it paused)."""
-    return json.loads(raw)
+    return decode(raw)
