@@ -41,6 +41,7 @@ STREAM_FRESH_MS = 10_000
 SAME_BURST_MS = 5_000  # the events of one deletion come within milliseconds of each other
 # Causes that are the relay's own doing, not something the gateway said.
 INTERNAL = ("watchdog",)
+QUIET_MS = 5_000  # a repeat that moves only the clocks is stored at most this often
 
 
 def _content(s: Snapshot) -> tuple[Any, ...]:
@@ -191,3 +192,15 @@ def apply(record: Record | None, event: Event, *, qr_ttl_ms: int, qr_wait_ms: in
     return Record(snapshot=new, gateway_ts=gateway_ts, retired=retired,  # type: ignore[arg-type]
                   deadline=deadline, waiting_since=since, waiting_events=count,
                   seen_at=seen_at), changed
+
+
+def quiet_repeat(before: Record | None, after: Record, changed: bool) -> bool:
+    """True for an event that changed nothing but the record's clocks (when the gateway was last
+    heard from, how many events the pairing wait saw, the gateway's own clock) less than
+    QUIET_MS after the stored ones: a store need not write it. A gateway that cannot reach
+    WhatsApp repeats the same event several times a second for hours; each stored repeat would
+    cost a Redis write and a dedupe key."""
+    return (not changed and before is not None and before.seen_at is not None
+            and after.seen_at is not None and after.seen_at - before.seen_at < QUIET_MS
+            and after.deadline == before.deadline and after.waiting_since == before.waiting_since
+            and after.retired == before.retired and after.snapshot == before.snapshot)

@@ -8,6 +8,10 @@ from collections.abc import Callable
 
 from .snapshot import now_ms
 
+# The loop's timers run on its monotonic clock and may fire a millisecond before a deadline
+# set by the wall clock (seen with uvloop): a little later, the rules agree it is due.
+MARGIN = 0.005
+
 
 class Watchdog:
     """Timers keyed by instance; a deadline that already fired is not armed again."""
@@ -23,10 +27,13 @@ class Watchdog:
             self.disarm(instance)
             return
         current = self._timers.get(instance)
-        if (current is not None and current[0] == deadline) or self._fired.get(instance) == deadline:
+        now = now_ms()
+        if current is not None and current[0] == deadline:
             return
+        if self._fired.get(instance) == deadline and now >= deadline:
+            return  # done (a timer that fired early, by the loop's clock, is armed again)
         self.disarm(instance)
-        delay = max(0.0, (deadline - now_ms()) / 1000)
+        delay = max(0.0, (deadline - now) / 1000) + MARGIN
         handle = asyncio.get_running_loop().call_later(delay, self._due, instance, deadline)
         self._timers[instance] = (deadline, handle)
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from relay.gateways import evolution
-from relay.rules import apply
-from relay.snapshot import Event, NewQR, Record
+from relay.rules import QUIET_MS, apply, quiet_repeat
+from relay.snapshot import Event, NewQR, Record, now_ms
+from relay.watchdog import Watchdog
 from tests.support.fixtures import SHARED
 
 TTL, WAIT = 45_000, 30_000
@@ -149,3 +150,30 @@ def test_errors_webhook_with_the_global_key_is_ignored() -> None:
     body = json.loads((RAW.parent / "webhook" / "webhook-run1-errors-error.json").read_text())["body"]
     assert "api_key" in body
     assert evolution.parse(body) is None
+
+
+def test_a_repeat_that_moves_only_the_clocks_is_quiet_for_a_while() -> None:
+    first, _ = step(None, ev("connecting", gateway_ts=1), 1_000)
+    again, changed = step(first, ev("connecting", gateway_ts=2), 1_300)
+    assert quiet_repeat(first, again, changed)  # a store need not write it
+    later, changed = step(first, ev("connecting", gateway_ts=3), 1_000 + QUIET_MS)
+    assert not quiet_repeat(first, later, changed)  # written once per QUIET_MS
+    qr, changed = step(first, ev(cause="qrcode.updated", qr=NewQR(code="2@x", image=None)), 1_300)
+    assert not quiet_repeat(first, qr, changed)
+    assert not quiet_repeat(None, first, False)
+
+
+async def test_the_watchdog_arms_again_a_timer_that_fired_early() -> None:
+    fired: list[str] = []
+    dog = Watchdog(fired.append)
+    deadline = now_ms() + 60_000
+    dog.arm("i", deadline)
+    dog._due("i", deadline)  # the loop's clock fired it before the wall clock's deadline
+    dog.arm("i", deadline)  # Relay.stall: not due yet by the rules, so armed again
+    assert "i" in dog._timers
+    dog.close()
+    dog._timers.clear()
+    past = now_ms() - 1
+    dog._due("i", past)
+    dog.arm("i", past)  # really passed: not again
+    assert "i" not in dog._timers and fired == ["i", "i"]

@@ -15,6 +15,7 @@ import redis
 import redis.cluster
 import redis.sentinel
 
+from relay.rules import QUIET_MS
 from relay.snapshot import Event, NewQR, Record
 from relay.state import Backend, Broker, Records
 from relay.state.memory import open_memory
@@ -166,6 +167,36 @@ async def test_duplicates_stale_and_repeats_publish_nothing(backend: Any) -> Non
     assert await store.apply(qr("a", "old", ts=5)) is None  # older than what we have
     assert await rec.nothing_within()
     assert (await store.get("a")).snapshot == first
+
+
+async def test_a_storm_of_repeats_is_counted_but_hardly_written(
+        backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evolution that cannot reach WhatsApp sends the same "connecting" several times a second
+    for hours, each with its own date_time (its own dedupe key): no update, and at most one
+    write (and one dedupe key) per instance per QUIET_MS, the repeats still counted."""
+    store, broker, rec, shared = backend
+    clock = [1_000_000]
+    monkeypatch.setattr("relay.rules.now_ms", lambda: clock[0])
+    await broker.subscribe("a")
+
+    def connecting(ts: int) -> Event:
+        return Event(upstream="evolution", instance="a", cause="connection.update",
+                     state="connecting", gateway_ts=ts, dedupe_key=f"a-connecting-{ts}")
+    assert await store.apply(connecting(1)) is not None
+    await rec.next()
+    for n in range(2, 12):  # 10 repeats, 3 a second
+        clock[0] += 333
+        assert await store.apply(connecting(n)) is None
+    clock[0] = 1_000_000 + QUIET_MS + 1  # one more, past the quiet window: written
+    assert await store.apply(connecting(12)) is None
+    assert await rec.nothing_within()
+    record = await store.get("a")
+    assert record.waiting_events == 11 and record.seen_at == clock[0]
+    if shared is None:
+        assert len(store._seen) == 1  # memory: its record holds the clocks; repeats keep no key
+    elif shared.kind == "redis":
+        with redis.Redis.from_url(shared.url) as client:
+            assert len(client.keys(f"{shared.prefix}:seen:*")) == 2
 
 
 async def test_seq_grows_and_unsubscribe_stops_delivery(backend: Any) -> None:

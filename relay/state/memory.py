@@ -9,7 +9,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ..logs import Throttle
-from ..rules import apply
+from ..rules import apply, quiet_repeat
 from ..snapshot import Event, Record, Snapshot
 from ..wire import message
 from .contracts import Backend, BrokerListener
@@ -102,19 +102,19 @@ class MemoryRecords:
             self._seen.popitem(last=False)
         if key is None:
             return False
-        if key in self._seen:
-            return True
-        self._seen[key] = now + DEDUPE_TTL
-        return False
+        return key in self._seen
 
     async def apply(self, event: Event) -> Snapshot | None:
         if self._is_duplicate(event.dedupe_key):
             return None
-        result = apply(self._current(event.instance), event, qr_ttl_ms=self.qr_ttl_ms,
+        current = self._current(event.instance)
+        result = apply(current, event, qr_ttl_ms=self.qr_ttl_ms,
                        qr_wait_ms=self.qr_wait_ms, default_upstream=self.default_upstream)
         if result is None:
             return None
         record, changed = result
+        if event.dedupe_key is not None and not quiet_repeat(current, record, changed):
+            self._seen[event.dedupe_key] = time.monotonic() + DEDUPE_TTL  # (a repeat's key: no)
         self._keep(event.instance, record)
         if not changed:
             return None

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from ..rules import apply
+from ..rules import apply, quiet_repeat
 from ..snapshot import Event, Record, Snapshot, next_seq
 from ..wire import dump_record, encode, load_record, message, unwire
 from .recent import Recent
@@ -65,6 +66,7 @@ return 1
 """
 # Answers that send a lane's command through redis-py instead.
 REDIRECTED = ("NOSCRIPT", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+MAX_UNSAVED = 100_000  # instances with unsaved repeat counts (then the counts are let go)
 DEDUPE_TTL = 30 * 60  # seconds; Evolution retries for up to ~20 minutes (protocols §2.5)
 
 
@@ -84,6 +86,9 @@ class RedisRecords:
         # channel message it receives, so a write usually needs no read first (the CAS checks
         # the version, and hands back the current record when the cache was behind).
         self.recent = Recent()
+        # instance -> events of a pairing wait not written (quiet repeats, see rules.quiet_repeat):
+        # added to the count of the next write, so the watchdog's log line stays about right.
+        self._unsaved: dict[str, int] = {}
         self.lanes = Lanes(client, COMMAND_TIMEOUT)
         # On a Cluster, channels are sharded: a script may SPUBLISH to its own slot only.
         publish = "'SPUBLISH'" if sharded else "'PUBLISH'"
@@ -144,6 +149,17 @@ class RedisRecords:
             if result is None:
                 return None
             record, changed = result
+            if quiet_repeat(current, record, changed):
+                assert current is not None
+                if record.waiting_events > current.waiting_events:
+                    if len(self._unsaved) >= MAX_UNSAVED:
+                        self._unsaved.clear()
+                    self._unsaved[event.instance] = self._unsaved.get(event.instance, 0) + 1
+                return None
+            unsaved = self._unsaved.get(event.instance, 0)
+            if unsaved and current is not None and record.waiting_since == current.waiting_since \
+                    and record.waiting_since is not None:
+                record = replace(record, waiting_events=record.waiting_events + unsaved)
             new_version = next_seq(version)
             snapshot_json = encode(record.snapshot)  # once, for the record and the message
             published = message(record, snapshot_json, version=new_version) if changed else ""
@@ -152,6 +168,7 @@ class RedisRecords:
                 str(expected) if expected else "", dumped, str(new_version),
                 self.keys.channel(event.instance), published, ttl, self.record_ttl_ms])
             if outcome[0] == 1:
+                self._unsaved.pop(event.instance, None)
                 self.recent.put(event.instance, new_version, record, len(dumped))
                 return record.snapshot if changed else None
             if outcome[0] == -1:
