@@ -4,6 +4,7 @@
 #   make bench  - the relay beside the Node peer (see BENCHMARKS.md)
 #   make bench-reconnect - 10,000 viewers reconnecting at once, relay beside the Node peer
 #   make bench-hardening - issue 9's hardening findings measured again (bench/hardening.py)
+#   make bench-storm - what a gateway that cannot reach WhatsApp costs: 3,000 repeated webhooks/s (bench/storm.py)
 #   make demo   - dev only: the relay plus a fake gateway emitting fake QRs
 #   make lock   - refresh requirements/*.lock from pyproject.toml (then commit them)
 PYTHON ?= python3
@@ -13,7 +14,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 VENDOR := web/vendor/socket.io.esm.min.js web/vendor/uqr.mjs
 UV     := uv==0.13.9
 
-.PHONY: run test bench bench-reconnect bench-hardening demo web deps lock clean
+.PHONY: run test bench bench-reconnect bench-hardening bench-storm demo web deps lock clean
 
 # Python packages come from the lock files, pinned with hashes; the project itself on top.
 $(VENV)/.run: requirements/runtime.lock pyproject.toml
@@ -64,6 +65,9 @@ bench-reconnect: deps $(VENV)/.test web
 
 bench-hardening: deps $(VENV)/.test web
 	$(PY) bench/hardening.py
+
+bench-storm: deps $(VENV)/.test web
+	$(PY) bench/storm.py
 
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
