@@ -244,6 +244,31 @@ async def test_two_redis_workers_apply_atomically(backend: Any) -> None:
         await other_backend.close()
 
 
+async def test_a_repeat_of_an_old_copy_is_checked_against_redis(
+        backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's copy says "connecting", another worker has stored "open" since: a newer
+    "connecting" is a repeat of the copy but a change of Redis' record, and must be stored."""
+    store, _, _, shared = backend
+    if shared is None:
+        pytest.skip("memory state lives in one process")
+    clock = [1_000_000]
+    monkeypatch.setattr("relay.rules.now_ms", lambda: clock[0])
+    other_backend = shared.open()
+    try:
+        connecting = [Event(upstream="evolution", instance="a", cause="connection.update",
+                            state="connecting", gateway_ts=ts, dedupe_key=f"a-c-{ts}")
+                      for ts in (1, 3)]
+        assert await store.apply(connecting[0]) is not None
+        clock[0] += 300
+        assert await other_backend.records.apply(opened("a", 2)) is not None
+        clock[0] += 300
+        snap = await store.apply(connecting[1])
+        assert snap is not None and snap["state"] == "connecting"
+        assert (await other_backend.records.get("a")).snapshot == snap
+    finally:
+        await other_backend.close()
+
+
 async def test_restore_after_redis_restarts_empty(backend: Any) -> None:
     store, broker, rec, shared = backend
     if shared is None or shared.server is None:

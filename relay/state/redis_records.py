@@ -42,11 +42,13 @@ log = logging.getLogger("relay.redis")
 # channel, channel message ('' = nothing to publish), dedupe TTL ('0' = no dedupe key), record
 # TTL in ms ('0' = none: the record outlives its last write by that long).
 # Returns {1} stored, {-1} duplicate, or {0, version, record}: the instance changed since the
-# caller's copy, which is handed back so that the retry needs no extra read.
+# caller's copy, which is handed back so that the retry needs no extra read. An empty record
+# only checks the version: {2} when the caller's copy is current (a quiet repeat, not written).
 CAS = """
 if ARGV[6] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
 local cur = redis.call('HMGET', KEYS[1], 'v', 'r')
 if (cur[1] or '') ~= ARGV[1] then return {0, cur[1] or '', cur[2] or ''} end
+if ARGV[2] == '' then return {2} end
 redis.call('HSET', KEYS[1], 'r', ARGV[2], 'v', ARGV[3])
 if ARGV[7] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[7]) end
 if ARGV[6] ~= '0' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[6]) end
@@ -138,8 +140,11 @@ class RedisRecords:
         if cached is not None:
             version, current = cached
         else:
-            raw, stored = await self.client.hmget(key, ["r", "v"])
+            raw, stored = await self._on_lane(key, ("HMGET", key, "r", "v"),
+                                              lambda: self.client.hmget(key, ["r", "v"]))
             version, current = int(stored or 0), (load_record(raw) if raw is not None else None)
+            if current is not None:  # later verdicts are checked by the CAS against Redis
+                self.recent.put(event.instance, version, current, len(raw))
         expected = version  # the version Redis must hold for this write to land
         while True:
             # The copy is never older than what Redis acknowledged to anyone, so "stale event"
@@ -149,30 +154,20 @@ class RedisRecords:
             if result is None:
                 return None
             record, changed = result
-            if quiet_repeat(current, record, changed):
-                assert current is not None
-                if record.waiting_events > current.waiting_events:
-                    if len(self._unsaved) >= MAX_UNSAVED:
-                        self._unsaved.clear()
-                    self._unsaved[event.instance] = self._unsaved.get(event.instance, 0) + 1
-                return None
-            unsaved = self._unsaved.get(event.instance, 0)
-            if unsaved and current is not None and record.waiting_since == current.waiting_since \
-                    and record.waiting_since is not None:
-                record = replace(record, waiting_events=record.waiting_events + unsaved)
-            new_version = next_seq(version)
-            snapshot_json = encode(record.snapshot)  # once, for the record and the message
-            published = message(record, snapshot_json, version=new_version) if changed else ""
-            dumped = dump_record(record, snapshot_json)
-            outcome = await self._compare_and_set([key, dedupe], [
-                str(expected) if expected else "", dumped, str(new_version),
-                self.keys.channel(event.instance), published, ttl, self.record_ttl_ms])
-            if outcome[0] == 1:
-                self._unsaved.pop(event.instance, None)
-                self.recent.put(event.instance, new_version, record, len(dumped))
-                return record.snapshot if changed else None
-            if outcome[0] == -1:
-                return None  # a copy of this event was stored first (another worker, a retry)
+            if expected == version and quiet_repeat(current, record, changed):
+                # Only checked (one read-only script call): the copy must still be current.
+                outcome = await self._compare_and_set([key, dedupe], [
+                    str(expected) if expected else "", "", "", "", "", "0", "0"])
+                if outcome[0] == 2:
+                    self._count_unsaved(event.instance, record, current)
+                    return None
+            else:
+                outcome = await self._write(event, key, dedupe, ttl, expected, version, current,
+                                            record, changed)
+                if outcome[0] == 1:
+                    return record.snapshot if changed else None
+                if outcome[0] == -1:
+                    return None  # a copy of this event was stored first (another worker, a retry)
             held = int(outcome[1] or 0)
             if current is not None and held < version:
                 # Redis holds an older version than this worker has seen: it lost writes (a
@@ -183,6 +178,33 @@ class RedisRecords:
                 # Another worker wrote this instance since our copy: re-apply on the current one.
                 expected = version = held
                 current = load_record(outcome[2]) if outcome[2] else None
+
+    def _count_unsaved(self, instance: str, record: Record, current: Record | None) -> None:
+        """A quiet repeat during a pairing wait: counted here until the next write."""
+        if current is not None and record.waiting_events > current.waiting_events:
+            if len(self._unsaved) >= MAX_UNSAVED:
+                self._unsaved.clear()
+            self._unsaved[instance] = self._unsaved.get(instance, 0) + 1
+
+    async def _write(self, event: Event, key: str, dedupe: str, ttl: str, expected: int,
+                     version: int, current: Record | None, record: Record,
+                     changed: bool) -> list[Any]:
+        """The CAS of ``record`` (with the repeats counted meanwhile); cached when it lands."""
+        unsaved = self._unsaved.get(event.instance, 0)
+        if unsaved and current is not None and record.waiting_since is not None \
+                and record.waiting_since == current.waiting_since:
+            record = replace(record, waiting_events=record.waiting_events + unsaved)
+        new_version = next_seq(version)
+        snapshot_json = encode(record.snapshot)  # once, for the record and the message
+        published = message(record, snapshot_json, version=new_version) if changed else ""
+        dumped = dump_record(record, snapshot_json)
+        outcome = await self._compare_and_set([key, dedupe], [
+            str(expected) if expected else "", dumped, str(new_version),
+            self.keys.channel(event.instance), published, ttl, self.record_ttl_ms])
+        if outcome[0] == 1:
+            self._unsaved.pop(event.instance, None)
+            self.recent.put(event.instance, new_version, record, len(dumped))
+        return outcome
 
     async def _compare_and_set(self, keys: list[str], args: list[str]) -> list[Any]:
         """The CAS script (see :meth:`_on_lane`; redis-py loads it where it is missing)."""
