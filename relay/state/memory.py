@@ -9,7 +9,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ..logs import Throttle
-from ..rules import apply, quiet_repeat
+from ..rules import apply
 from ..snapshot import Event, Record, Snapshot
 from ..wire import message
 from .contracts import Backend, BrokerListener
@@ -107,14 +107,13 @@ class MemoryRecords:
     async def apply(self, event: Event) -> Snapshot | None:
         if self._is_duplicate(event.dedupe_key):
             return None
-        current = self._current(event.instance)
-        result = apply(current, event, qr_ttl_ms=self.qr_ttl_ms,
+        result = apply(self._current(event.instance), event, qr_ttl_ms=self.qr_ttl_ms,
                        qr_wait_ms=self.qr_wait_ms, default_upstream=self.default_upstream)
         if result is None:
             return None
         record, changed = result
-        if event.dedupe_key is not None and not quiet_repeat(current, record, changed):
-            self._seen[event.dedupe_key] = time.monotonic() + DEDUPE_TTL  # (a repeat's key: no)
+        if event.dedupe_key is not None and changed:  # a repeat's retry changes nothing either
+            self._seen[event.dedupe_key] = time.monotonic() + DEDUPE_TTL
         self._keep(event.instance, record)
         if not changed:
             return None

@@ -178,6 +178,8 @@ class RedisRecords:
                 # Another worker wrote this instance since our copy: re-apply on the current one.
                 expected = version = held
                 current = load_record(outcome[2]) if outcome[2] else None
+                if current is not None:  # the next event of the instance needs no retry
+                    self.recent.put(event.instance, held, current, len(outcome[2]))
 
     def _count_unsaved(self, instance: str, record: Record, current: Record | None) -> None:
         """A quiet repeat during a pairing wait: counted here until the next write."""
@@ -198,9 +200,11 @@ class RedisRecords:
         snapshot_json = encode(record.snapshot)  # once, for the record and the message
         published = message(record, snapshot_json, version=new_version) if changed else ""
         dumped = dump_record(record, snapshot_json)
+        # A dedupe key only for what viewers saw change: a repeat's retry changes nothing either.
         outcome = await self._compare_and_set([key, dedupe], [
             str(expected) if expected else "", dumped, str(new_version),
-            self.keys.channel(event.instance), published, ttl, self.record_ttl_ms])
+            self.keys.channel(event.instance), published, ttl if changed else "0",
+            self.record_ttl_ms])
         if outcome[0] == 1:
             self._unsaved.pop(event.instance, None)
             self.recent.put(event.instance, new_version, record, len(dumped))
