@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+TARGETS = ("relay", "relay-cluster", "node")
+
+
 @dataclass
 class Params:
     """Command-line parameters of ``bench/run.py``."""
@@ -45,7 +48,9 @@ def parse_args(doc: str | None, argv: list[str] | None = None) -> Params:
     add("--rates", default="100,500,1000", help="webhook rates to step through, events/s")
     add("--duration", type=float, default=10.0, help="seconds per rate step")
     add("--body-kb", type=float, default=6.0, help="webhook body size in KB")
-    add("--targets", default="relay,node", help="comma list of: relay, node")
+    add("--targets", default="relay,node",
+        help="comma list of: relay, relay-cluster (the relay on a private 3-master Redis "
+        "Cluster), node")
     add("--client-procs", type=int, default=2, help="viewer processes of the load client")
     add("--grace", type=float, default=3.0,
         help="seconds after a step's last send to wait for deliveries")
@@ -63,8 +68,8 @@ def parse_args(doc: str | None, argv: list[str] | None = None) -> Params:
     a = p.parse_args(argv)
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     for t in targets:
-        if t not in ("relay", "node"):
-            p.error(f"unknown target {t!r} (use relay and/or node)")
+        if t not in TARGETS:
+            p.error(f"unknown target {t!r} (use any of {', '.join(TARGETS)})")
     if a.clients < 1 or a.instances < 1 or a.workers < 1:
         p.error("--clients, --instances and --workers must be >= 1")
     return Params(workers=a.workers, clients=a.clients, instances=a.instances,

@@ -101,9 +101,9 @@ LEGEND = """\
 latency: `update` received by a viewer minus the webhook POST issued (same clock), all deliveries.
 lost: expected (2xx events x subscribed viewers of the instance) minus distinct deliveries received
 within the grace period after the step's last send. CPU and redis ms/event: utime+stime of the
-server's process tree (resp. redis-server) over the step, per 2xx event. KB/idle viewer: server tree
-RSS with all viewers connected and idle minus before any connected, per viewer (RSS sampled once
-it has been flat for --rss-settle s). KB/viewer marginal: the same over the second half of the
+server's process tree (resp. redis-server; for relay-cluster summed over every cluster node) over
+the step, per 2xx event. KB/idle viewer: server tree RSS with all viewers connected and idle minus
+before any connected, per viewer (RSS sampled once it has been flat for --rss-settle s). KB/viewer marginal: the same over the second half of the
 viewers only: it excludes one-time growth and V8's memory-reducer drops that can hit the average
 (Node's average ranged -25..+50 KB across identical runs, its marginal 12..17 KB). srv pause: max of
 the server's `relay_loop_lag_max_seconds` gauge over worker-visible /metrics samples ("n/a" when not

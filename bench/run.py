@@ -1,11 +1,12 @@
 """Side-by-side benchmark of the relay and the Node reference peer.
 
     .venv/bin/python bench/run.py [--workers 2] [--clients 1000] [--instances 200]
-        [--rates 100,500,1000] [--duration 10] [--body-kb 6] [--targets relay,node]
+        [--rates 100,500,1000] [--duration 10] [--body-kb 6] [--targets relay,relay-cluster,node]
 
-For each target, in the same run and with the same load client: start a private redis-server,
-start the server under test, connect C light Socket.IO viewers over I instances, then for each
-rate post webhooks open-loop for D seconds and measure delivery latency, losses, HTTP
+For each target, in the same run and with the same load client: start a private redis-server
+(for relay-cluster: a private Redis Cluster of 3 masters, no replicas, its Redis CPU summed over
+the nodes), start the server under test, connect C light Socket.IO viewers over I instances, then
+for each rate post webhooks open-loop for D seconds and measure delivery latency, losses, HTTP
 rejections, server CPU per event, RSS per idle viewer and pauses. Prints one table and writes it
 as Markdown to bench/results/latest.md. Everything it starts is killed at the end, on errors
 and on Ctrl-C; everything listens on 127.0.0.1 only.

@@ -1,5 +1,6 @@
-"""Benchmarking one target: private Redis, the server, idle viewers (RSS per viewer), then one
-open-loop webhook step per rate, each measured into a report ``Row``."""
+"""Benchmarking one target: private Redis (one redis-server, or a 3-master Redis Cluster for
+``relay-cluster``), the server, idle viewers (RSS per viewer), then one open-loop webhook step per
+rate, each measured into a report ``Row``."""
 
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ from pathlib import Path
 from params import Params
 from report import Row, percentile, text_table
 from scoring import StepScore, expected, score
-from targets import Server, TargetUnavailable, start_node, start_redis, start_relay
+from stores import RedisStore, new_store
+from targets import Server, TargetUnavailable, start_node, start_relay
 from viewers import ViewerPool, ViewerSpec
 from webhooks import BodyFactory, WebhookLoad
 
 from tests.support.clients import token
 from tests.support.procs import http_status
 from tests.support.proctree import cpu_seconds, machine_busy_seconds, process_tree, settled_rss
-from tests.support.redis import RedisServer
 
 LAG_GAUGE = "relay_loop_lag_max_seconds"
+MARKER_LETTER = {"relay-cluster": "C"}  # else the target's initial (R, N)
 
 
 class TargetRun:
@@ -31,10 +33,10 @@ class TargetRun:
         self.p = params
         self.run_tag = run_tag
         self.log_dir = log_dir
-        self.marker = f"BENCH{run_tag}{name[:1].upper()}E"
+        self.marker = f"BENCH{run_tag}{MARKER_LETTER.get(name, name[:1].upper())}E"
         self.instances = [f"bench-{i:04d}" for i in range(params.instances)]
         self.factory = BodyFactory(int(params.body_kb * 1024), self.marker)
-        self.redis: RedisServer | None = None
+        self.redis: RedisStore | None = None
         self.server: Server | None = None
         self.pool: ViewerPool | None = None
         self.load: WebhookLoad | None = None
@@ -42,7 +44,7 @@ class TargetRun:
         self.viewers_of: list[list[int]] = [[] for _ in range(params.instances)]
         self.kb_per_viewer: float | None = None
         self.kb_marginal: float | None = None
-        self._redis_log_seen = 0
+        self._redis_log_seen: dict[Path, int] = {}
         self.setup_notes: list[str] = []
 
     async def run(self, rows: list[Row]) -> None:
@@ -55,16 +57,18 @@ class TargetRun:
 
     async def _setup(self) -> None:
         p = self.p
-        self.redis = redis = await asyncio.to_thread(start_redis, self.log_dir)
+        self.redis = redis = new_store("cluster" if self.name == "relay-cluster" else "redis",
+                                       self.log_dir)
+        await asyncio.to_thread(redis.start)  # stopped by _cleanup, even if interrupted
         if self.name == "node":
             self.server = await asyncio.to_thread(start_node, p.workers, redis, f"bench{self.run_tag}",
                                                   self.log_dir, p.start_timeout)
         else:
             self.server = await asyncio.to_thread(start_relay, p.workers, redis, self.log_dir,
-                                                  p.start_timeout)
+                                                  p.start_timeout, None, self.name)
         server = self.server
         await self._settle_workers(server)
-        print(f"[{self.name}] up on ports {server.ports}, redis {redis.port}", flush=True)
+        print(f"[{self.name}] up on ports {server.ports}, {redis.describe()}", flush=True)
 
         rss0 = await self._stable_rss()  # before any viewer exists
         specs = [ViewerSpec(index=i, port=server.ports[(i // p.instances) % len(server.ports)],
@@ -133,15 +137,18 @@ class TargetRun:
                 print(f"    note: {note}", flush=True)
 
     def _redis_warnings(self) -> list[str]:
-        """New redis-server complaints since the last call, e.g. a pub/sub subscriber that fell
-        behind and was disconnected (client-output-buffer-limit pubsub, 32 MB)."""
-        assert self.redis is not None and self.redis.proc is not None
-        try:
-            lines = self.redis.proc.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
-        new, self._redis_log_seen = lines[self._redis_log_seen:], len(lines)
-        kicked = [ln for ln in new if "output buffer limits" in ln]
+        """New redis-server complaints since the last call (every node of a cluster), e.g. a
+        pub/sub subscriber that fell behind and was disconnected (client-output-buffer-limit
+        pubsub, 32 MB)."""
+        assert self.redis is not None
+        kicked: list[str] = []
+        for path in self.redis.log_paths():
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            new, self._redis_log_seen[path] = lines[self._redis_log_seen.get(path, 0):], len(lines)
+            kicked += [ln for ln in new if "output buffer limits" in ln]
         if not kicked:
             return []
         kinds = sorted({"pubsub" if " flags=P " in ln else "normal" for ln in kicked})
@@ -176,7 +183,7 @@ class TargetRun:
 
     async def _settle_workers(self, server: Server) -> None:
         """With W workers behind one port, /healthz=200 from one worker is not all of them."""
-        if server.name != "relay" or server.workers <= 1:
+        if not server.name.startswith("relay") or server.workers <= 1:
             await asyncio.sleep(0.5)
             return
         deadline = time.monotonic() + 30
@@ -189,17 +196,18 @@ class TargetRun:
 
     async def _step(self, rate: float, duration: float) -> Row:
         """One open-loop rate step and its measurements."""
-        assert self.server and self.redis and self.redis.proc and self.pool and self.load
+        assert self.server and self.redis and self.pool and self.load
         first = self.next_eid
         await self.pool.start_step(first)
         server_pids = process_tree(self.server.root_pids)
-        redis_pids = [self.redis.proc.pid]
+        redis_pids = self.redis.pids  # every node of a cluster
         client_pids = self.pool.pids + [os.getpid()]
 
         def cpu() -> tuple[float, float, float, float, float]:
             return (cpu_seconds(server_pids), cpu_seconds(redis_pids), cpu_seconds(client_pids),
                     cpu_seconds([os.getpid()]), machine_busy_seconds())
 
+        by_node0 = [cpu_seconds([pid]) for pid in redis_pids]
         before, w0 = cpu(), time.monotonic()
         res = await self.load.run(first, rate, duration)
         self.next_eid += res.count
@@ -209,6 +217,7 @@ class TargetRun:
         while time.time_ns() < deadline and (await self.pool.count())[0] < owed:
             await asyncio.sleep(0.1)
         after, wall = cpu(), time.monotonic() - w0
+        by_node = [cpu_seconds([pid]) - c0 for pid, c0 in zip(redis_pids, by_node0)]
         srv, red, cli, gen, machine = (b - a for a, b in zip(before, after))
         d = await self.pool.collect()
         sc = score(res, d, deadline, self.viewers_of, rate)
@@ -228,6 +237,9 @@ class TargetRun:
             # out of the next step's latency and CPU.
             notes.append(await self._drain(first, res.count))
         per_event = sc.accepted or res.count
+        if len(by_node) > 1:  # how the Redis work spread over a cluster's masters
+            notes.append("redis CPU by node, ms/event: "
+                         + " / ".join(f"{c * 1e3 / per_event:.3f}" for c in by_node))
         return Row(
             target=self.name, workers=self.server.workers, offered=rate, achieved=sc.achieved,
             p50_ms=percentile(sc.lat_ms, 0.50), p99_ms=percentile(sc.lat_ms, 0.99),

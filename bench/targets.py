@@ -1,5 +1,6 @@
 """The servers under test: the relay (``relay serve --workers W``) and the Node reference peer
-(W processes, one port each), both sharing state through a private redis-server.
+(W processes, one port each), both sharing state through a private Redis (``stores.py``: one
+redis-server, or for the relay a Redis Cluster).
 
 A start failure raises ``TargetUnavailable`` with one readable line (plus the end of the logs),
 so the harness can print it and go on with the other targets.
@@ -13,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stores import HasRedisUrl, TargetUnavailable
+
 from tests.support.fixtures import SHARED
 from tests.support.procs import ManagedProcess, free_port, wait_healthy
 from tests.support.redis import RedisServer
@@ -21,8 +24,7 @@ from tests.support.relay import RelayProcess
 NODE_PEER = SHARED / "bench" / "node-peer" / "run.sh"
 
 
-class TargetUnavailable(Exception):
-    """The target could not be started; the first line of str() is the reason."""
+__all__ = ["Server", "TargetUnavailable", "node_process", "start_node", "start_redis", "start_relay"]
 
 
 @dataclass
@@ -58,14 +60,14 @@ def start_redis(log_dir: Path) -> RedisServer:
     return redis
 
 
-def node_process(port: int, redis: RedisServer, key_prefix: str, log_path: Path,
+def node_process(port: int, redis: HasRedisUrl, key_prefix: str, log_path: Path,
                  extra_env: dict[str, str] | None = None) -> ManagedProcess:
     """One Node peer process on ``port`` (also used to restart one on the same port)."""
     env = dict(os.environ, KEY_PREFIX=key_prefix, NODE_ENV="production", **(extra_env or {}))
     return ManagedProcess(f"node-peer-{port}", [str(NODE_PEER), str(port), redis.url], env, log_path)
 
 
-def start_node(workers: int, redis: RedisServer, key_prefix: str, log_dir: Path,
+def start_node(workers: int, redis: HasRedisUrl, key_prefix: str, log_dir: Path,
                timeout: float, extra_env: dict[str, str] | None = None) -> Server:
     """W independent Node peer processes (one port each) sharing rooms via the Redis adapter."""
     if not NODE_PEER.exists():
@@ -91,10 +93,11 @@ def start_node(workers: int, redis: RedisServer, key_prefix: str, log_dir: Path,
     return server
 
 
-def start_relay(workers: int, redis: RedisServer, log_dir: Path, timeout: float,
-                extra_env: dict[str, str] | None = None) -> Server:
-    """``relay serve --workers W`` on one port, sharing state through the private Redis; viewers
-    use ``tests.support.clients.token`` (the relay runs with the test secret)."""
+def start_relay(workers: int, redis: HasRedisUrl, log_dir: Path, timeout: float,
+                extra_env: dict[str, str] | None = None, name: str = "relay") -> Server:
+    """``relay serve --workers W`` on one port, sharing state through the private Redis (any URL
+    the relay takes: ``redis://`` or ``redis+cluster://``); viewers use
+    ``tests.support.clients.token`` (the relay runs with the test secret)."""
     port = free_port()
     relay = RelayProcess({"RELAY_REDIS_URL": redis.url, **(extra_env or {})}, ["--workers", str(workers)],
                          log_path=log_dir / f"relay-{port}.log", port=port)
@@ -104,4 +107,4 @@ def start_relay(workers: int, redis: RedisServer, log_dir: Path, timeout: float,
         relay.stop()
         raise TargetUnavailable(f"relay not healthy: {err}") from err
     assert relay.proc is not None
-    return Server("relay", workers, [port], [relay.proc])
+    return Server(name, workers, [port], [relay.proc])

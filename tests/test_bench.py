@@ -4,6 +4,7 @@ when a helper here changes (the benchmarks themselves are too slow and noisy for
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,65 @@ def test_bench_storm_request_is_the_captured_webhook(tmp_path: Path) -> None:
     assert body["event"] == "connection.update" and body["instance"] == "storm-8"
     assert body["data"] == {"instance": "storm-8", "state": "connecting", "statusReason": 200}
     assert body["date_time"] == "2026-12-01T21:16:42.697Z"
+
+
+def test_bench_targets_include_the_relay_on_a_cluster(tmp_path: Path) -> None:
+    probe = ("import sys; sys.path[:0] = sys.argv[1:]; from params import parse_args; "
+             "print(parse_args(None, ['--targets', 'relay,relay-cluster,node']).targets); "
+             "parse_args(None, ['--targets', 'cluster'])")
+    result = subprocess.run([sys.executable, "-c", probe, str(REPO / "bench"), str(REPO)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "['relay', 'relay-cluster', 'node']", result.stderr
+    assert result.returncode == 2 and "unknown target 'cluster'" in result.stderr
+
+
+CLUSTER_PROBE = """
+import json, sys, threading, time
+from pathlib import Path
+sys.path[:0] = sys.argv[1:3]
+from stores import TargetUnavailable, new_store
+
+logs = Path(sys.argv[3])
+store = new_store("cluster", logs)
+store.start()
+out = {"url": store.url, "pids": store.pids, "base": str(store.cluster.base)}
+store.stop()
+store.stop()
+# Stopped from another thread while it starts (Ctrl-C): the start gives up at once.
+late = new_store("cluster", logs / "late")
+errors = []
+def start():
+    try:
+        late.start()
+    except TargetUnavailable as err:
+        errors.append(str(err))
+thread = threading.Thread(target=start)
+thread.start()
+deadline = time.monotonic() + 20
+while len(late.pids) < 3 and time.monotonic() < deadline:
+    time.sleep(0.005)
+out["late_pids"] = late.pids
+t0 = time.monotonic()
+late.stop()
+thread.join(20)
+out.update(abort_s=time.monotonic() - t0, abort_errors=errors, late_base=str(late.cluster.base))
+print(json.dumps(out))
+"""
+
+
+def test_bench_cluster_store_is_every_node_and_stops_even_while_starting(tmp_path: Path) -> None:
+    """The relay-cluster target's Redis: three masters whose CPU the bench sums, all stopped
+    (also when stopped during its start, as on Ctrl-C), their logs kept."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server not found: run `make test` (it installs it)")
+    result = subprocess.run([sys.executable, "-c", CLUSTER_PROBE, str(REPO / "bench"), str(REPO),
+                             str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    assert out["url"].startswith("redis+cluster://127.0.0.1:") and out["url"].count(",") == 2
+    assert len(out["pids"]) == 3 and len(out["late_pids"]) == 3
+    assert out["abort_s"] < 12 and out["abort_errors"] and "did not start" in out["abort_errors"][0]
+    for pid in out["pids"] + out["late_pids"]:
+        assert not Path(f"/proc/{pid}").exists(), f"redis-server {pid} outlived stop()"
+    assert not Path(out["base"]).exists() and not Path(out["late_base"]).exists()
+    assert len(list(tmp_path.glob("redis-*-cluster.log"))) == 3
