@@ -3,11 +3,13 @@ the settings the parent resolved (never re-read from the environment)."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import json
 import logging
 import os
+import socket
 import sys
 import tempfile
 from typing import Any
@@ -17,6 +19,7 @@ import uvicorn
 from .app import RelayApp, create_app
 from .auth import mint_token
 from .config import Settings, is_loopback
+from .errors import ConfigError
 from .internals import AnnouncingServer, GuardedHttp, Limits, run_workers
 from .state.redis_url import parse_redis_url
 
@@ -120,8 +123,30 @@ def getting_started(settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def check_port(host: str, port: int) -> None:
+    """Say in one line, before anything starts, why the relay could not listen (uvicorn logs a
+    bare errno, after the app has started). The real bind may still lose a race."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            where = f"{host}:{port}"
+            raise ConfigError({
+                errno.EADDRINUSE: f"{where} is already in use (another relay?): stop what uses "
+                                  "it, or choose another port with --port or RELAY_PORT",
+                errno.EADDRNOTAVAIL: f"{host} is not an address of this machine: set --host or "
+                                     "RELAY_HOST to one of its addresses (0.0.0.0: all of them)",
+                errno.EACCES: f"port {port} needs privileges here: choose a port above 1023 "
+                              "with --port or RELAY_PORT (e.g. 8000)",
+            }.get(exc.errno or 0, f"cannot listen on {where}: {exc.strerror or exc}")) from None
+
+
 def serve(settings: Settings) -> None:
     """Serve until a signal: in this process, or in ``settings.workers`` spawned workers."""
+    check_port(settings.host, settings.port)
     config = uvicorn_config(settings)  # sets up logging
     for warning in settings.warnings():
         log.warning(warning)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -142,6 +143,18 @@ def test_cli_bad_flags_are_one_line(args: list[str], first_line: str) -> None:
     result = _cli("serve", *args, env=GOOD)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [first_line]
+
+
+def test_cli_a_port_in_use_is_one_line_that_says_what_to_do() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _cli("serve", "--port", str(port), env=GOOD)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"relay: 127.0.0.1:{port} is already in use (another relay?): stop what uses it, or "
+        "choose another port with --port or RELAY_PORT"]
 
 
 @pytest.mark.parametrize("ttl", ["0", "-5"])
