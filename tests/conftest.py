@@ -4,18 +4,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.support.procs import started
 from tests.support.redis import RedisServer
 from tests.support.relay import RelayServer, running_relay
 
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
+    with started(RedisServer()) as (server,):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from redis.crc import key_slot
 from relay.state.redis_client import Keys
 from tests.support.clients import connected_viewer, token
 from tests.support.failover import Gateway, Shown, code
+from tests.support.procs import started
 from tests.support.redis_cluster import ClusterServers, Node, wait_for
 from tests.support.relay import RelayProcess
 
@@ -19,25 +20,15 @@ KEYS = Keys("relay")
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterServers]:
-    servers = ClusterServers(masters=3)
-    servers.start()
-    try:
+    with started(ClusterServers(masters=3)) as (servers,):
         yield servers
-    finally:
-        servers.stop()
 
 
 @pytest.fixture
 def two_workers(cluster: ClusterServers) -> Iterator[tuple[RelayProcess, RelayProcess]]:
     env = {"RELAY_REDIS_URL": cluster.url}
-    a, b = RelayProcess(env), RelayProcess(env)
-    a.start()
-    b.start()
-    try:
+    with started(RelayProcess(env), RelayProcess(env)) as (a, b):
         yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 def shard_subscribers(node: Node, instance: str) -> int:

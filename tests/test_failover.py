@@ -21,6 +21,7 @@ import pytest
 from relay.state.redis_client import Keys
 from tests.support.clients import SioViewer, connected_viewer, token
 from tests.support.failover import Gateway, Shown, wait_status
+from tests.support.procs import started
 from tests.support.redis_cluster import ClusterServers, Node
 from tests.support.redis_sentinel import SentinelGroup
 from tests.support.relay import RelayProcess
@@ -30,22 +31,14 @@ KEYS = Keys("relay")
 
 @pytest.fixture
 def cluster() -> Iterator[ClusterServers]:
-    servers = ClusterServers(masters=3, replicas=1)
-    servers.start()
-    try:
+    with started(ClusterServers(masters=3, replicas=1)) as (servers,):
         yield servers
-    finally:
-        servers.stop()
 
 
 @pytest.fixture
 def sentinel_group() -> Iterator[SentinelGroup]:
-    group = SentinelGroup(replicas=2)
-    group.start()
-    try:
+    with started(SentinelGroup(replicas=2)) as (group,):
         yield group
-    finally:
-        group.stop()
 
 
 async def kill_master_under_load(url: str, instances: list[str], quiet: list[str], victim: Node,

@@ -15,6 +15,7 @@ import redis
 from relay.state.redis_client import Keys
 from tests.support.clients import connected_viewer, post, token
 from tests.support.fixtures import evolution_event
+from tests.support.procs import started
 from tests.support.redis import RedisServer
 from tests.support.relay import RelayProcess
 
@@ -26,14 +27,8 @@ T3 = "2025-10-21T11:40:42.000Z"
 @pytest.fixture
 def two_workers(redis_server: RedisServer) -> Iterator[tuple[RelayProcess, RelayProcess]]:
     env = {"RELAY_REDIS_URL": redis_server.url}
-    a, b = RelayProcess(env), RelayProcess(env)
-    a.start()
-    b.start()
-    try:
+    with started(RelayProcess(env), RelayProcess(env)) as (a, b):
         yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 def subscribers(redis_server: RedisServer, instance: str) -> int:

@@ -23,6 +23,7 @@ from relay.state.redis import open_redis
 from relay.state.redis_client import Keys
 from relay.state.redis_url import parse_redis_url
 from relay.wire import message, unwire
+from tests.support.procs import started
 from tests.support.redis import RedisServer
 from tests.support.redis_cluster import ClusterServers
 from tests.support.redis_sentinel import SentinelGroup
@@ -93,22 +94,14 @@ _prefixes = itertools.count()
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterServers]:
-    servers = ClusterServers(masters=3)
-    servers.start()
-    try:
+    with started(ClusterServers(masters=3)) as (servers,):
         yield servers
-    finally:
-        servers.stop()
 
 
 @pytest.fixture(scope="module")
 def sentinel_group() -> Iterator[SentinelGroup]:
-    group = SentinelGroup(replicas=1)
-    group.start()
-    try:
+    with started(SentinelGroup(replicas=1)) as (group,):
         yield group
-    finally:
-        group.stop()
 
 
 @pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])

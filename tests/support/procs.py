@@ -14,11 +14,31 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 _RUNNING: list[ManagedProcess] = []
+
+
+class Server(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Server)
+
+
+@contextlib.contextmanager
+def started(*servers: S) -> Iterator[tuple[S, ...]]:
+    """Start the servers in turn; stop every one on the way out, also those started before one
+    that failed to start (and that one: its ``stop`` is safe on a half-started server)."""
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            stack.callback(server.stop)
+            server.start()
+        yield servers
 
 
 def free_port() -> int:

@@ -10,8 +10,29 @@ from pathlib import Path
 from .procs import ManagedProcess, free_port, wait_port
 
 
-class RedisServer:
-    """One redis-server; ``kill`` (SIGKILL), ``pause``/``resume`` (SIGSTOP/SIGCONT), ``start``."""
+class RedisProcess:
+    """What tests do to a running redis-server (``proc``): ``kill`` (SIGKILL: it vanishes
+    without a word, as a crash or a lost box does), ``pause``/``resume`` (SIGSTOP/SIGCONT)."""
+
+    proc: ManagedProcess | None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill(signal.SIGKILL)
+            self.proc.stop()
+            self.proc = None
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send(signal.SIGCONT)
+
+
+class RedisServer(RedisProcess):
+    """One redis-server on a free port; ``start`` again after ``kill``: same port, empty."""
 
     def __init__(self, log_dir: Path | None = None) -> None:
         self.port = free_port()
@@ -33,20 +54,6 @@ class RedisServer:
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no"], log_path=log)
         wait_port(self.port)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill(signal.SIGKILL)
-            self.proc.stop()
-            self.proc = None
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send(signal.SIGCONT)
 
     def stop(self) -> None:
         self.kill()

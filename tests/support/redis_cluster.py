@@ -10,7 +10,6 @@ Every wait polls for the condition with a deadline (never a blind sleep).
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ import redis
 from redis.crc import key_slot
 
 from .procs import ManagedProcess, free_port, wait_port
+from .redis import RedisProcess
 
 CLUSTER_NODE_TIMEOUT_MS = 1000  # a killed master is failed over in ~2-3 s
 
@@ -49,7 +49,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: flo
     raise TimeoutError(f"{what}: not true after {timeout:g} s" + (f" (last error: {last!r})" if last else ""))
 
 
-class Node:
+class Node(RedisProcess):
     """One redis-server process (a cluster node, a Sentinel-managed server or a sentinel)."""
 
     def __init__(self, base: Path, args: list[str], *, sentinel: bool = False,
@@ -91,21 +91,6 @@ class Node:
         its replicas paused, so that they cannot reconnect and catch up)."""
         with self.client() as c:
             c.execute_command("CLIENT", "KILL", "TYPE", "replica")
-
-    def kill(self) -> None:
-        """SIGKILL: the node vanishes without a word (what a crash or a lost box looks like)."""
-        if self.proc is not None:
-            self.proc.kill(signal.SIGKILL)
-            self.proc.stop()
-            self.proc = None
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send(signal.SIGCONT)
 
     @property
     def alive(self) -> bool:
