@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from importlib.metadata import version
 from pathlib import Path
 
 # Run as a script, sys.path[0] is bench/ (its sibling modules); the repo root makes the helpers
@@ -43,8 +39,9 @@ import hardening_sockets as sockets  # noqa: E402
 import hardening_state as state  # noqa: E402
 from hardening_issue import markdown, text  # noqa: E402
 from hardening_kit import Finding, Lab, quote  # noqa: E402
+from params import relay_line, uptime  # noqa: E402
 
-from tests.support.fixtures import REPO, SHARED  # noqa: E402
+from tests.support.fixtures import SHARED  # noqa: E402
 from tests.support.procs import stop_all  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,26 +96,6 @@ def parse_args() -> argparse.Namespace:
     return a
 
 
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average " + Path("/proc/loadavg").read_text().strip()
-
-
-def header() -> list[str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True).stdout.strip() or "?"
-    redis = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
-    redis = redis.split(" v=")[-1].split(" ")[0] if " v=" in redis else "?"
-    libs = ", ".join(f"{name} {version(name)}" for name in ("uvicorn", "httptools", "python-socketio"))
-    return [f"relay {git}; machine: nproc={os.cpu_count()} ({cpu}), python "
-            f"{platform.python_version()}, redis {redis}, {libs}; "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
-
-
 async def run_rows(a: argparse.Namespace, lab: Lab, found: list[Finding]) -> None:
     task = asyncio.current_task()
     if task is not None:  # SIGTERM: the same clean path as Ctrl-C
@@ -168,7 +145,7 @@ def main() -> int:
     for folder in old[:-4]:  # the logs of the last five runs are kept, for post-mortems
         shutil.rmtree(folder, ignore_errors=True)
     lab = Lab(RESULTS / "logs" / f"hardening-{tag}")
-    lines = header() + [f"uptime before: {uptime()}"]
+    lines = [relay_line(("uvicorn", "httptools", "python-socketio")), f"uptime before: {uptime()}"]
     print("\n".join(lines) + f"\nlogs: {lab.log_dir}", flush=True)
     found: list[Finding] = []
     status = ""

@@ -7,7 +7,9 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 
@@ -110,16 +112,39 @@ def header(p: Params, body_size: int) -> list[str]:
 
 def machine_line() -> str:
     """CPU, core count, Python, Node and Redis versions, and the time: the first header line."""
-    cpu = "?"
+    return (f"machine: nproc={os.cpu_count()} ({_cpu()}), python {platform.python_version()}, "
+            f"node {_version(['node', '--version'])}, redis {_redis_version()}, "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+
+
+def relay_line(libs: Sequence[str]) -> str:
+    """The relay's commit, the machine and the versions of ``libs``: the first line of the
+    hardening and storm reports."""
+    git = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "describe",
+                          "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    versions = ", ".join(f"{name} {version(name)}" for name in libs)
+    return (f"relay {git or '?'}; machine: nproc={os.cpu_count()} ({_cpu()}), python "
+            f"{platform.python_version()}, redis-server {_redis_version()}, {versions}; "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+
+
+def uptime() -> str:
+    """`uptime`'s line (the load averages), or /proc/loadavg without it."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load average " + Path("/proc/loadavg").read_text().strip()
+
+
+def _cpu() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    redis_v = _version(["redis-server", "--version"]).split(" v=")[-1].split(" ")[0]
-    node_v = _version(["node", "--version"])
-    now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    return (f"machine: nproc={os.cpu_count()} ({cpu}), python {platform.python_version()}, "
-            f"node {node_v}, redis {redis_v}, {now}")
+    return "?"
+
+
+def _redis_version() -> str:
+    return _version(["redis-server", "--version"]).split(" v=")[-1].split(" ")[0]

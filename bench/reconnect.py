@@ -31,9 +31,7 @@ import argparse
 import asyncio
 import os
 import resource
-import secrets
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -45,8 +43,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support, a
 from params import machine_line  # noqa: E402
 from reconnect_report import LEGEND, Row, markdown_table, text_table  # noqa: E402
 from reconnect_run import StormParams, StormTarget  # noqa: E402
-from run import prune_logs  # noqa: E402
-from targets import TargetUnavailable  # noqa: E402
+from run import each_target  # noqa: E402
 
 from tests.support.fixtures import SHARED  # noqa: E402
 from tests.support.procs import stop_all  # noqa: E402
@@ -120,23 +117,10 @@ def raise_open_files(needed: int) -> str:
 
 async def main_async(p: StormParams, rows: list[Row], skipped: list[str]) -> None:
     """Each target in turn; one that cannot start or fails is reported and skipped."""
-    task = asyncio.current_task()
-    if task is not None:  # SIGTERM: the same clean path as Ctrl-C
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    run_tag = secrets.token_hex(3)
-    log_dir = p.out / "logs" / f"reconnect-{run_tag}"
-    prune_logs(p.out / "logs", keep=9)
-    print(f"logs: {log_dir}", flush=True)
+    async def run(name: str, run_tag: str, log_dir: Path) -> None:
+        await StormTarget(name, p, run_tag, log_dir).run(rows)
     async with asyncio.timeout(budget_seconds(p)):
-        for name in p.targets:
-            try:
-                await StormTarget(name, p, run_tag, log_dir).run(rows)
-            except TargetUnavailable as err:
-                print(f"[{name}] SKIPPED: {err}", flush=True)
-                skipped.append(f"{name} skipped: {str(err).splitlines()[0]}")
-            except (TimeoutError, OSError, RuntimeError, ValueError, EOFError) as err:
-                print(f"[{name}] FAILED: {type(err).__name__}: {err}", flush=True)
-                skipped.append(f"{name} failed: {type(err).__name__}: {err}")
+        await each_target(p.targets, run, p.out / "logs", "reconnect-", skipped)
 
 
 def write_outputs(p: StormParams, rows: list[Row], status: str, notes: list[str]) -> Path:

@@ -19,7 +19,7 @@ import secrets
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -48,25 +48,35 @@ def prune_logs(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-async def main_async(p: Params, rows: list[Row], skipped: list[str]) -> None:
-    """Benchmark each target in turn; a target that cannot start is reported and skipped."""
+async def each_target(names: list[str], run: Callable[[str, str, Path], Awaitable[None]],
+                      logs: Path, prefix: str, skipped: list[str]) -> None:
+    """``run(name, run_tag, log_dir)`` for each target in turn, the servers' logs in
+    ``logs/<prefix><run_tag>`` (the last 9 runs kept); a target that cannot start or fails is
+    reported, added to ``skipped`` and passed over. SIGTERM takes the clean path of Ctrl-C."""
     task = asyncio.current_task()
-    if task is not None:  # SIGTERM: the same clean path as Ctrl-C
+    if task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     run_tag = secrets.token_hex(3)
-    log_dir = RESULTS_DIR / "logs" / run_tag
-    prune_logs(RESULTS_DIR / "logs", keep=9)
+    log_dir = logs / f"{prefix}{run_tag}"
+    prune_logs(logs, keep=9)
     print(f"logs: {log_dir}", flush=True)
+    for name in names:
+        try:
+            await run(name, run_tag, log_dir)
+        except TargetUnavailable as err:
+            print(f"[{name}] SKIPPED: {err}", flush=True)
+            skipped.append(f"{name} skipped: {str(err).splitlines()[0]}")
+        except (TimeoutError, OSError, RuntimeError, ValueError, EOFError) as err:
+            print(f"[{name}] FAILED: {type(err).__name__}: {err}", flush=True)
+            skipped.append(f"{name} failed: {type(err).__name__}: {err}")
+
+
+async def main_async(p: Params, rows: list[Row], skipped: list[str]) -> None:
+    """Benchmark each target in turn; a target that cannot start is reported and skipped."""
+    async def run(name: str, run_tag: str, log_dir: Path) -> None:
+        await TargetRun(name, p, run_tag, log_dir).run(rows)
     async with asyncio.timeout(budget_seconds(p)):
-        for name in p.targets:
-            try:
-                await TargetRun(name, p, run_tag, log_dir).run(rows)
-            except TargetUnavailable as err:
-                print(f"[{name}] SKIPPED: {err}", flush=True)
-                skipped.append(f"{name} skipped: {str(err).splitlines()[0]}")
-            except (TimeoutError, OSError, RuntimeError, ValueError, EOFError) as err:
-                print(f"[{name}] FAILED: {type(err).__name__}: {err}", flush=True)
-                skipped.append(f"{name} failed: {type(err).__name__}: {err}")
+        await each_target(p.targets, run, RESULTS_DIR / "logs", "", skipped)
 
 
 def write_outputs(p: Params, rows: list[Row], status: str, skipped: list[str]) -> None:

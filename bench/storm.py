@@ -38,7 +38,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import storm_run  # noqa: E402
 from storm_load import CAPTURED, captured  # noqa: E402
-from storm_report import checks, header, markdown_table, text_table, uptime  # noqa: E402
+from params import relay_line, uptime  # noqa: E402
+from storm_report import checks, markdown_table, text_table  # noqa: E402
 
 from tests.support.procs import stop_all  # noqa: E402
 
@@ -106,7 +107,7 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
     log_dir = RESULTS / "logs" / f"storm-{tag}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    lines = [header(), f"uptime before: {uptime()}",
+    lines = [relay_line(("uvicorn", "httptools", "redis")), f"uptime before: {uptime()}",
              f"captured storm ({CAPTURED.name}): {seen_rate:.2f} connection.update connecting/200 "
              f"per second on one instance's webhook; here {a.rate_per_instance:g}/s per instance, "
              f"{a.viewers} viewers on as many instances, RELAY_QR_WAIT={a.qr_wait:g} s, "

@@ -3,40 +3,13 @@ Markdown, and what did not hold (each expectation checked against the measured f
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
-import time
 from collections.abc import Callable
-from importlib.metadata import version
-from pathlib import Path
 
 from storm_load import SLOW
 from storm_run import DRAIN, STALL_LINE, Result, Window
 
-from tests.support.fixtures import REPO
 
 Row = tuple[str, Callable[[Result], str]]
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average " + Path("/proc/loadavg").read_text().strip()
-
-
-def header() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True).stdout.strip() or "?"
-    redis = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
-    redis = redis.split(" v=")[-1].split(" ")[0] if " v=" in redis else "?"
-    libs = ", ".join(f"{name} {version(name)}" for name in ("uvicorn", "httptools", "redis"))
-    return (f"relay {git}; machine: nproc={os.cpu_count()} ({cpu}), python "
-            f"{platform.python_version()}, redis-server {redis}, {libs}; "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
 
 
 def n(value: float) -> str:
