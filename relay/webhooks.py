@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
