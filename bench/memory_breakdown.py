@@ -114,12 +114,12 @@ async def measure(a: argparse.Namespace, mode: str, part: str) -> dict[str, Any]
     before the warm-up, snapshots after it and after N viewers, compared."""
     # Imported here, not at the top: every viewer process (multiprocessing spawn) imports this
     # module again, and needs none of the relay.
-    from relay.server import tune_gc
+    from relay.collector import tune
     from tests.support.clients import token
     from tests.support.relay import RelayServer, settings
 
     server = RelayServer(settings())
-    tune_gc()  # as relay/server.py worker_app does
+    tune()  # as relay/server.py worker_app does
     await server.start()
     pool = ViewerPool(token("*"), "MEMORY", a.concurrency)
     res: dict[str, Any] = {}

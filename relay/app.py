@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from . import routes
+from . import collector, routes
 from .config import Settings
 from .core import Relay
 from .eio.front import Front
@@ -100,7 +100,9 @@ class RelayApp:
             core.gateways.update(build_gateways(s, core, http))
             sessions = Sessions(core, s.secret)
             SocketEdge(self.sio, self.manager, core, sessions)
-            front = self.front = Front(rooms, sessions, origins=s.allowed_origins)
+            gc_hold = collector.Collector()
+            front = self.front = Front(rooms, sessions, origins=s.allowed_origins,
+                                       on_churn=gc_hold.opened_or_closed)
             self.core = core
             self.metrics.watch_gc()
             stack.callback(self.metrics.unwatch_gc)
@@ -109,6 +111,7 @@ class RelayApp:
             await core.start()
             core.spawn("slow-viewers", self.manager.evict_slow_viewers(self.metrics.slow_viewers.inc))
             core.spawn("viewers-sweep", front.sweep())
+            core.spawn("gc-hold", gc_hold.watch())
             log.debug("worker started (pid %d)", os.getpid())
             yield {"core": core, "front": front, "webhooks": self.webhooks}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import gc
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from . import collector
 from .app import RelayApp, create_app
 from .auth import mint_token
 from .config import Settings, is_loopback
@@ -58,20 +58,10 @@ def log_config(level: str, secrets: list[str] | None = None) -> dict[str, Any]:
     }
 
 
-def tune_gc() -> None:
-    """Everything created so far lives as long as the process: keep it out of the collector's
-    full passes. Young generations stay small (a pause is as long as they are big: with
-    7,000/20/20, 10,000 viewers reconnecting at once made 100-250 ms pauses of generation 1;
-    with 2,000/10/10 its pauses stay under ~20 ms there; BENCHMARKS.md)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(2000, 10, 10)
-
-
 def worker_app(settings: Settings) -> RelayApp:
     """What each worker process runs (uvicorn calls it after spawning the worker)."""
     app = create_app(settings)
-    tune_gc()
+    collector.tune()
     return app
 
 

@@ -18,6 +18,7 @@ from ..auth import Viewer
 from ..errors import AuthError
 from ..viewers import Sessions
 from .frames import CLOSE, PING, TEXT, FrameError, FrameReader, close_frame, frame
+from .gate import Gate
 from .pacer import TASK_COST, Pacer
 from .rooms import Rooms
 
@@ -33,6 +34,7 @@ class Host(Protocol):
     slow_bytes: int
 
     pacer: Pacer
+    gate: Gate
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
@@ -62,7 +64,7 @@ class ViewerConnection(asyncio.Protocol):
     """Engine.IO + Socket.IO over one websocket, driven by the front's sweep for its timers."""
 
     __slots__ = ("front", "transport", "reader", "sid", "session", "opened_at", "next_ping",
-                 "pong_due", "closing", "_chain", "server_connections", "expires_at")
+                 "pong_due", "closing", "_chain", "server_connections", "expires_at", "fd")
 
     def __init__(self, front: Host, transport: asyncio.Transport, sid: str, now: float,
                  server_connections: set[Any]):
@@ -78,9 +80,27 @@ class ViewerConnection(asyncio.Protocol):
         self.closing = False
         self.expires_at = 0.0
         self._chain: asyncio.Task[None] | None = None  # one client event at a time, in order
+        # Its socket's number for the gate (-1: read freely; TLS may hold decrypted bytes the
+        # socket no longer signals).
+        sock = transport.get_extra_info("socket")
+        self.fd = -1 if sock is None or transport.get_extra_info("sslcontext") else sock.fileno()
+
+    # -- the gate (see :mod:`.gate`) ------------------------------------------------------------
+    def hold(self) -> None:
+        """Idle: stop reading until the gate lets this connection in."""
+        if self.fd >= 0 and not self.closing:
+            self.transport.pause_reading()
+            self.front.gate.hold(self.fd, self)
+        elif self.fd < 0:
+            self.transport.resume_reading()
+
+    def let_in(self) -> None:
+        if not self.closing:
+            self.transport.resume_reading()
 
     # -- asyncio ------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        self.hold()
         if self.session is None:  # a newcomer (its Socket.IO connect): paced, in order
             self.front.pacer.run(lambda: self._received(data))
         else:
@@ -113,6 +133,8 @@ class ViewerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.fd >= 0:
+            self.front.gate.forget(self.fd, self)
         self.front.lost(self)
 
     def shutdown(self) -> None:

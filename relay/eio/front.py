@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,6 +23,7 @@ from ..tasks import Tasks
 from ..viewers import Sessions
 from .connection import ViewerConnection
 from .frames import accept_key, frame
+from .gate import Gate
 from .pacer import Pacer
 from .rooms import SLOW_BYTES, Rooms
 
@@ -36,7 +37,7 @@ class Front:
     def __init__(self, rooms: Rooms, sessions: Sessions, *, origins: tuple[str, ...],
                  ping_interval: float = 20.0, ping_timeout: float = 20.0,
                  connect_within: float = 10.0, max_payload: int = 64 * 1024,
-                 slow_bytes: int = SLOW_BYTES):
+                 slow_bytes: int = SLOW_BYTES, on_churn: Callable[[], None] = lambda: None):
         self.rooms = rooms
         self.sessions = sessions
         self.origins = origins
@@ -48,6 +49,8 @@ class Front:
         self.connections: set[ViewerConnection] = set()
         self.tasks = Tasks()
         self.pacer = Pacer()
+        self.on_churn = on_churn  # told of every connection opened or closed
+        self.gate = Gate()
         self._gone: deque[ViewerConnection] = deque()
         self._reaper: asyncio.Task[None] | None = None
         self._throttle = Throttle(60.0)
@@ -98,7 +101,8 @@ class Front:
         transport.set_protocol(conn)
         self.connections.add(conn)
         server_connections.add(conn)
-        transport.resume_reading()
+        conn.hold()  # read through the gate from now on
+        self.on_churn()
 
     def _origin_ok(self, origin: str, host: str) -> bool:
         return "*" in self.origins or origin in self.origins or urlsplit(origin).netloc == host
@@ -117,6 +121,7 @@ class Front:
         a slice at a time: a network blip closes thousands of connections in one turn of the
         event loop, and this callback runs for each of them in that same turn."""
         self._gone.append(conn)
+        self.on_churn()
         if self._reaper is None or self._reaper.done():
             self._reaper = self.tasks.spawn("viewers-gone", self._reap())
 
@@ -177,6 +182,7 @@ class Front:
         for conn in list(self.connections):
             conn.close(1001)
         await self.tasks.close()
+        self.gate.close()
 
     def stats(self) -> dict[str, Any]:
         return {"connections": len(self.connections),

@@ -1,0 +1,168 @@
+"""What keeps a worker's event loop turning through a reconnect storm: the gate that lets idle
+viewers' sockets in a slice per turn (relay/eio/gate.py), and the collector's full passes held
+back while viewers come and go in numbers (relay/collector.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from relay.collector import NEVER, Collector
+from relay.eio.gate import Gate
+
+
+class Recorded:
+    """A connection the gate holds; it notes the loop turn it was let in on."""
+
+    def __init__(self, turns: list[int], clock: list[int]):
+        self.turns = turns
+        self.clock = clock
+
+    def let_in(self) -> None:
+        self.turns.append(self.clock[0])
+
+
+async def count_turns(clock: list[int]) -> None:
+    while True:
+        await asyncio.sleep(0)
+        clock[0] += 1
+
+
+@pytest.fixture
+def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
+    made = [socket.socketpair() for _ in range(40)]
+    yield made
+    for a, b in made:
+        a.close()
+        b.close()
+
+
+async def test_sockets_that_end_together_are_let_in_a_slice_per_turn(pairs) -> None:
+    gate = Gate(per_turn=8)
+    turns: list[int] = []
+    clock = [0]
+    for ours, _ in pairs:
+        gate.hold(ours.fileno(), Recorded(turns, clock))
+    counter = asyncio.ensure_future(count_turns(clock))
+    try:
+        for _, theirs in pairs:
+            theirs.close()  # all 40 peers gone at once: every socket ready in the same instant
+        for _ in range(200):
+            if len(turns) == len(pairs):
+                break
+            await asyncio.sleep(0)
+        per_turn = Counter(turns)
+        assert len(turns) == len(pairs)
+        assert max(per_turn.values()) <= 8, per_turn
+        assert len(per_turn) >= len(pairs) // 8
+    finally:
+        counter.cancel()
+        gate.close()
+
+
+async def test_a_socket_let_in_is_not_reported_again_until_held_again(pairs) -> None:
+    gate = Gate()
+    turns: list[int] = []
+    ours, theirs = pairs[0]
+    conn = Recorded(turns, [0])
+    gate.hold(ours.fileno(), conn)
+    theirs.send(b"x")  # stays unread: the socket stays ready
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(turns) == 1  # one-shot: its reader (the transport) has it now
+        gate.hold(ours.fileno(), conn)  # handled, idle again: still ready, so let in again
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(turns) == 2
+    finally:
+        gate.close()
+
+
+async def test_forgetting_a_closed_connection_leaves_a_reused_number_alone(pairs) -> None:
+    gate = Gate()
+    turns: list[int] = []
+    ours, theirs = pairs[0]
+    old, new = Recorded([], [0]), Recorded(turns, [0])
+    gate.hold(ours.fileno(), new)  # the number now belongs to a newer connection
+    gate.forget(ours.fileno(), old)  # the old one's late goodbye
+    theirs.send(b"x")
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert turns and len(gate) == 1
+        gate.forget(ours.fileno(), new)
+        assert len(gate) == 0
+    finally:
+        gate.close()
+
+
+@pytest.fixture
+def thresholds() -> Iterator[tuple[int, int, int]]:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield gc.get_threshold()
+    gc.set_threshold(*before)
+
+
+def test_a_storm_holds_full_passes_back_until_it_has_been_quiet(thresholds) -> None:
+    collector = Collector(storm=5, quiet=0.05)
+    for _ in range(4):
+        collector.opened_or_closed()
+    assert gc.get_threshold() == thresholds  # a few viewers: no storm
+    collector.check()  # (a new window)
+    for _ in range(5):
+        collector.opened_or_closed()
+    assert gc.get_threshold() == (700, 10, NEVER)
+    collector.check()
+    assert gc.get_threshold()[2] == NEVER  # not quiet yet
+    collector.last_storm -= 0.06
+    collector.check()
+    assert gc.get_threshold() == thresholds
+
+
+def test_the_pass_held_back_is_made_once_it_is_quiet(thresholds) -> None:
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            collections.append(info["generation"])
+
+    gc.collect()  # counts from zero
+    collector = Collector(quiet=0.0)
+    collector.storm()
+    gc.callbacks.append(seen)
+    try:
+        for _ in range(11):  # each counts towards a full pass, which the hold keeps from running
+            gc.collect(1)
+        assert 2 not in collections and gc.get_count()[2] >= 11
+        collector.check()
+        assert collections[-1] == 2 and gc.get_count()[2] == 0
+        assert gc.get_threshold() == thresholds
+    finally:
+        gc.callbacks.remove(seen)
+
+
+def test_no_storm_holds_full_passes_back_for_longer_than_max_hold(thresholds) -> None:
+    collector = Collector(max_hold=0.05)
+    collector.storm()
+    collector.held_since = (collector.held_since or 0.0) - 0.06
+    collector.storm()  # still storming
+    collector.check()
+    assert gc.get_threshold() == thresholds
+
+
+async def test_a_worker_starts_held_and_gives_the_thresholds_back_when_it_stops(thresholds) -> None:
+    collector = Collector(every=0.01, quiet=60.0)
+    watching = asyncio.ensure_future(collector.watch())
+    await asyncio.sleep(0.03)
+    assert gc.get_threshold()[2] == NEVER
+    watching.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watching
+    assert gc.get_threshold() == thresholds
