@@ -59,6 +59,7 @@ test: deps $(VENV)/.test web
 
 bench: deps $(VENV)/.test web
 	$(PY) bench/run.py
+	$(PY) bench/reconnect.py
 
 bench-reconnect: deps $(VENV)/.test web
 	$(PY) bench/reconnect.py

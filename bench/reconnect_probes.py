@@ -23,7 +23,7 @@ NODE_LAG_PROBE = Path(__file__).resolve().parent / "node_lag.js"
 _GC_BUCKET = re.compile(r'^relay_gc_pause_seconds_bucket\{generation="(\w+)",le="([^"]+)"\} ([\d.e+-]+)$',
                         re.MULTILINE)
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
-_NODE_LAG_LINE = re.compile(r"^node-loop-lag (\d+) ([\d.]+)$", re.MULTILINE)
+_NODE_LAG_LINE = re.compile(r"^node-loop-lag (\d+) ([\d.]+)(?: ([\d.]+))?$", re.MULTILINE)
 
 
 class ConnTrace:
@@ -97,6 +97,16 @@ class StallSamples:
 
     values: list[tuple[int, float]] = field(default_factory=list)
     scrape_ms: list[float] = field(default_factory=list)  # how long each /metrics took to answer
+    ran: dict[int, float] = field(default_factory=dict)  # Node: sample time -> CPU s in its window
+
+    def noted(self, t0_ns: int, t1_ns: int, at_least: float = 0.05) -> str:
+        """The stalls of ``at_least`` s or more between the two times, with the CPU time the
+        process used in each one's window (Node's probe; the relay logs its own)."""
+        worst = sorted(((v, t) for t, v in self.values if t0_ns <= t <= t1_ns and v >= at_least),
+                       reverse=True)[:10]
+        return ", ".join(f"{v * 1e3:.0f} ms (ran {self.ran[t] * 1e3:.0f} ms) at {(t - t0_ns) / 1e9:+.2f} s"
+                         if t in self.ran else f"{v * 1e3:.0f} ms at {(t - t0_ns) / 1e9:+.2f} s"
+                         for v, t in worst)
 
     def max_between(self, t0_ns: int, t1_ns: int) -> float | None:
         inside = [v for t, v in self.values if t0_ns <= t <= t1_ns]
@@ -249,12 +259,16 @@ def node_lag_env() -> dict[str, str]:
 def read_node_lag(logs: list[Path], out: StallSamples) -> None:
     """Every stall the Node probe printed (≥ its 5 ms threshold) into the peers' logs."""
     out.values.clear()
+    out.ran.clear()
     for path in logs:
         try:
             text = path.read_text(errors="replace")
         except OSError:
             continue
-        out.values += [(int(ms) * 1_000_000, float(lag) / 1e3) for ms, lag in _NODE_LAG_LINE.findall(text)]
+        for ms, lag, ran in _NODE_LAG_LINE.findall(text):
+            out.values.append((int(ms) * 1_000_000, float(lag) / 1e3))
+            if ran:
+                out.ran[int(ms) * 1_000_000] = float(ran) / 1e3
 
 
 class TreeCpu:

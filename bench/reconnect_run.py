@@ -17,7 +17,7 @@ from reconnect_probes import (LAG_GAUGE, ConnTrace, HealthProbe, StallSamples, S
                               gc_note, node_lag_env, read_node_lag, relay_gc_pauses, sample_relay_lag)
 from reconnect_report import Row, fmt_ms, pct
 from reconnect_score import accepted_eids, lost_and_stale, post_times, recovery, update_latency
-from restarts import (kill_one, relay_workers, restart_node, server_notes, socket_owner,
+from restarts import (kill_one, relay_stalls, relay_workers, restart_node, server_notes, socket_owner,
                       tcp_counters, tcp_note, wait_workers)
 from targets import Server, TargetUnavailable, node_process, start_node, start_redis, start_relay
 from webhooks import BodyFactory
@@ -204,6 +204,12 @@ class StormTarget:
         await probe_task
         if lag_task is not None:
             await lag_task
+            # Scrapes reach one worker at a time and are slow in a storm: a worker's stall can
+            # end its peak unread. The stalls it logged (50 ms and more) count as well.
+            for at, seconds, ran in relay_stalls(log_offsets):
+                lag.values.append((at, seconds))
+                if ran is not None:
+                    lag.ran[at] = ran
         else:
             read_node_lag(sorted({proc.log_path for proc in server.procs} | set(log_offsets)), lag)
         c = await pool.collect()
@@ -219,6 +225,10 @@ class StormTarget:
         slack = int(2 * p.lag_every * 1e9) if self.name == "relay" else 0
         srv_stall = lag.max_between(event_ns, end_ns + slack)
         srv_before = lag.max_between(pre_ns + slack, event_ns)
+        if worst := lag.noted(event_ns, end_ns + slack):
+            who = "the worker's CPU time (main thread)" if relay else "the process's CPU time (all threads)"
+            notes.append(f"server stalls of 50 ms or more, largest first (ran = {who} in the stall's "
+                         f"window; the rest it waited for a CPU): {worst}")
         posts, posts_before = post_times(res, event_ns, end_ns), post_times(res, pre_ns, event_ns)
         stall = probe.max_between(event_ns, end_ns, made_before=event_ns)
         stall_before = probe.max_between(pre_ns, event_ns, made_before=event_ns)
@@ -248,7 +258,7 @@ class StormTarget:
         if lag_task is not None:
             slowest = max(lag.scrape_ms, default=None)
             notes.append(f"/metrics scrapes {len(lag.scrape_ms)}, slowest {fmt_ms(slowest)}")
-        notes += server_notes({**{proc.log_path: 0 for proc in server.procs}, **log_offsets}, event_ns)
+        notes += server_notes({**{proc.log_path: 0 for proc in server.procs}, **log_offsets})
         return Row(target=self.name, scenario=kind, viewers=pool.total, affected=rec.affected,
                    back=rec.back, recovery_ms=rec.last_ms, from_event_ms=rec.from_event_ms,
                    conn_to_snap_ms=rec.conn_to_snap_ms,

@@ -10,7 +10,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from targets import Server
 from tests.support.procs import ManagedProcess, wait_healthy
 from tests.support.proctree import process_tree
 
-_STALL = re.compile(r"event loop stalled for (\d+) ms")
+_STALL = re.compile(r"event loop stalled for (\d+) ms(?: \(this worker used (\d+) ms of CPU)?")
 _NOTEWORTHY = re.compile(r"stalled|garbage collection|ERROR|CRITICAL|Traceback|Error:|died|WARNING")
 
 
@@ -167,12 +167,7 @@ def _secs(at: int | None, since_ns: int) -> str:
     return "?" if at is None else f"{max(0, at - since_ns) / 1e9:.2f} s"
 
 
-def server_notes(offsets: dict[Path, int], since_ns: int) -> list[str]:
-    """Warnings, errors and stalls the servers logged since ``offsets`` (byte offsets per log),
-    counted by kind with a sample of each; the relay's own "event loop stalled" lines (over
-    250 ms) with their time from ``since_ns``."""
-    seen: dict[str, tuple[int, str]] = {}
-    stalls: list[str] = []
+def _new_lines(offsets: dict[Path, int]) -> Iterator[str]:
     for path, offset in offsets.items():
         try:
             with open(path, "rb") as f:
@@ -180,18 +175,30 @@ def server_notes(offsets: dict[Path, int], since_ns: int) -> list[str]:
                 text = f.read().decode("utf-8", "replace")
         except OSError:
             continue
-        for line in text.splitlines():
-            m = _NOTEWORTHY.search(line)
-            if m is None or line.startswith("node-loop-lag"):
-                continue
-            if (stall := _STALL.search(line)) is not None and (at := _stamp(line)) is not None:
-                stalls.append(f"{stall.group(1)} ms at {(at - since_ns) / 1e9:+.2f} s")
-            n, sample = seen.get(m.group(0), (0, line.strip()[:200]))
-            seen[m.group(0)] = (n + 1, sample)
-    out = [f"server log: {n} line(s) with {kind!r}, e.g. {sample}" for kind, (n, sample) in seen.items()]
-    if stalls:
-        out.append(f"relay logged event-loop stalls (line time = end of the stall, from the event): "
-                   f"{', '.join(stalls[:10])}")
+        yield from text.splitlines()
+
+
+def server_notes(offsets: dict[Path, int]) -> list[str]:
+    """Warnings, errors and stalls the servers logged since ``offsets`` (byte offsets per log),
+    counted by kind with a sample of each."""
+    seen: dict[str, tuple[int, str]] = {}
+    for line in _new_lines(offsets):
+        m = _NOTEWORTHY.search(line)
+        if m is None or line.startswith("node-loop-lag"):
+            continue
+        n, sample = seen.get(m.group(0), (0, line.strip()[:200]))
+        seen[m.group(0)] = (n + 1, sample)
+    return [f"server log: {n} line(s) with {kind!r}, e.g. {sample}" for kind, (n, sample) in seen.items()]
+
+
+def relay_stalls(offsets: dict[Path, int]) -> list[tuple[int, float, float | None]]:
+    """The stalls of 50 ms or more the relay logged since ``offsets``: (wall-clock ns of the line,
+    that is the end of the stall; seconds; CPU seconds the worker used in the stall's window)."""
+    out = []
+    for line in _new_lines(offsets):
+        if (stall := _STALL.search(line)) is not None and (at := _stamp(line)) is not None:
+            out.append((at, int(stall.group(1)) / 1e3,
+                        int(stall.group(2)) / 1e3 if stall.group(2) else None))
     return out
 
 

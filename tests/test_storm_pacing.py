@@ -1,12 +1,16 @@
 """What keeps a worker's event loop turning through a reconnect storm: the gate that lets idle
 viewers' sockets in a slice per turn (relay/eio/gate.py), and the collector's full passes held
-back while viewers come and go in numbers (relay/collector.py)."""
+back while viewers come and go in numbers (relay/collector.py); and the stall log line that says
+whether a stall was the worker's own work or a machine without a free CPU (relay/metrics.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import re
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -14,6 +18,7 @@ import pytest
 
 from relay.collector import NEVER, Collector
 from relay.eio.gate import Gate
+from relay.metrics import Metrics
 
 
 class Recorded:
@@ -166,3 +171,23 @@ async def test_a_worker_starts_held_and_gives_the_thresholds_back_when_it_stops(
     with pytest.raises(asyncio.CancelledError):
         await watching
     assert gc.get_threshold() == thresholds
+
+
+async def test_a_stall_is_logged_with_the_cpu_the_worker_used_meanwhile(caplog) -> None:
+    """Operators must tell a worker busy with its own work from a machine that gave it no CPU."""
+    metrics = Metrics()
+    watching = asyncio.ensure_future(metrics.watch_loop_lag(0.005))
+    caplog.set_level(logging.INFO, logger="relay.metrics")
+    try:
+        await asyncio.sleep(0.02)
+        time.sleep(0.08)  # the loop stopped, and the worker off the CPU (asleep)
+        await asyncio.sleep(0.02)
+    finally:
+        watching.cancel()
+    lines = [r.getMessage() for r in caplog.records if "event loop stalled" in r.getMessage()]
+    assert lines, caplog.text
+    found = re.search(r"stalled for (\d+) ms \(this worker used (\d+) ms of CPU in that (\d+) ms window\)",
+                      lines[0])
+    assert found, lines[0]
+    stalled, used = int(found.group(1)), int(found.group(2))
+    assert stalled >= 50 and used < stalled / 2
