@@ -1,7 +1,7 @@
 """The garbage collector's set-up, and its full passes kept out of reconnect storms.
 
 A full pass of CPython's collector costs about a microsecond per live container object here
-(measured with 5,000 viewers per worker: 45-120 ms of CPU for 35,000-85,000 objects), and a
+(measured with 5,000 viewers per worker: 45-190 ms of CPU for 35,000-85,000 objects), and a
 reconnect storm is exactly what triggers one: every viewer that comes back leaves a few new
 long-lived objects, and the collector makes a full pass once those reach a quarter of what it
 already holds. At that moment every viewer waits.
@@ -21,8 +21,8 @@ import gc
 import time
 
 # Young generations small (a pause is as long as they are big: with 7,000/20/20, 10,000 viewers
-# reconnecting at once made 100-250 ms pauses of generation 1; with 2,000/10/10 25-50 ms; with
-# 2,000/5/10 they stay under ~25 ms; BENCHMARKS.md).
+# reconnecting at once made 100-250 ms pauses of generation 1; with 2,000/10/10 under 50 ms;
+# 2,000/5/10 halves what a generation-1 pass may hold, with no measured change; BENCHMARKS.md).
 THRESHOLDS = (2000, 5, 10)
 NEVER = 1 << 30  # generation 2's threshold while held: never reached
 STORM = 25  # viewer connections opened or closed within EVERY seconds (100/s) that make a storm

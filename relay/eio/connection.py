@@ -88,11 +88,16 @@ class ViewerConnection(asyncio.Protocol):
     # -- the gate (see :mod:`.gate`) ------------------------------------------------------------
     def hold(self) -> None:
         """Idle: stop reading until the gate lets this connection in."""
-        if self.fd >= 0 and not self.closing:
+        if self.closing:
+            return
+        if self.fd >= 0:
             self.transport.pause_reading()
-            self.front.gate.hold(self.fd, self)
-        elif self.fd < 0:
-            self.transport.resume_reading()
+            try:
+                self.front.gate.hold(self.fd, self)
+                return
+            except (OSError, ValueError):
+                self.fd = -1  # the gate cannot watch it: read it freely
+        self.transport.resume_reading()
 
     def let_in(self) -> None:
         if not self.closing:

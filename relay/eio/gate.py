@@ -47,10 +47,10 @@ class Gate:
     def hold(self, fd: int, conn: Gated) -> None:
         """Watch ``fd`` (its transport paused): ``conn.let_in()`` once it is ready."""
         self._watched()
-        if fd in self._held:
-            self._epoll.modify(fd, EVENTS)
-        else:
+        try:
             self._epoll.register(fd, EVENTS)
+        except FileExistsError:  # held before (a one-shot watch stays registered): re-arm it
+            self._epoll.modify(fd, EVENTS)
         self._held[fd] = conn
 
     def forget(self, fd: int, conn: Gated) -> None:
