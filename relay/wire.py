@@ -16,13 +16,18 @@ from .snapshot import Record, Snapshot
 
 
 def encode(snapshot: Snapshot) -> str:
-    """The one JSON encoding of a snapshot that goes on the wire (encoded once per update).
-    orjson: a 6 KB QR image is escaped ~10x faster than by json. What it refuses (a lone
-    surrogate from a gateway's text, an int past 64 bits) is encoded by json, ASCII-escaped."""
+    """The one JSON encoding of a snapshot that goes on the wire (encoded once per update)."""
+    return compact(snapshot)
+
+
+def compact(value: Any) -> str:
+    """Compact JSON of any value (a snapshot, a subscribe's answer that carries one). orjson: a
+    6 KB QR image is escaped ~10x faster than by json. What it refuses (a lone surrogate from a
+    gateway's text, an int past 64 bits) is encoded by json, ASCII-escaped."""
     try:
-        return orjson.dumps(snapshot).decode()
+        return orjson.dumps(value).decode()
     except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(snapshot, separators=(",", ":"))
+        return json.dumps(value, separators=(",", ":"))
 
 
 def decode(raw: str | bytes) -> Any:
