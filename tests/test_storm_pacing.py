@@ -191,3 +191,22 @@ async def test_a_stall_is_logged_with_the_cpu_the_worker_used_meanwhile(caplog) 
     assert found, lines[0]
     stalled, used = int(found.group(1)), int(found.group(2))
     assert stalled >= 50 and used < stalled / 2
+
+
+async def test_one_connection_that_fails_to_come_in_leaves_the_others_read(pairs, caplog) -> None:
+    class Broken:
+        def let_in(self) -> None:
+            raise RuntimeError("transport closed")
+
+    gate = Gate()
+    turns: list[int] = []
+    for n, (ours, theirs) in enumerate(pairs[:10]):
+        gate.hold(ours.fileno(), Broken() if n == 3 else Recorded(turns, [0]))
+        theirs.close()
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(turns) == 9
+        assert "letting a viewer's socket in failed" in caplog.text
+    finally:
+        gate.close()

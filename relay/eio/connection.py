@@ -101,7 +101,7 @@ class ViewerConnection(asyncio.Protocol):
         self.transport.resume_reading()
 
     def let_in(self) -> None:
-        if not self.closing:
+        if not self.closing and not self.transport.is_closing():
             self.transport.resume_reading()
 
     # -- asyncio ------------------------------------------------------------------------------

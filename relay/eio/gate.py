@@ -16,9 +16,11 @@ is nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import select
 from typing import Protocol
 
+log = logging.getLogger("relay.viewers")
 PER_TURN = 64  # sockets let in per turn of the event loop
 # Edge cases of a ready socket (data, end, reset, error) are all reported to a one-shot watch.
 EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
@@ -66,7 +68,10 @@ class Gate:
         for fd, _ in self._epoll.poll(0, self.per_turn):
             conn = self._held.get(fd)
             if conn is not None:
-                conn.let_in()
+                try:
+                    conn.let_in()
+                except Exception:  # one connection's trouble must not leave the others unread
+                    log.exception("letting a viewer's socket in failed")
 
     def __len__(self) -> int:
         return len(self._held)
