@@ -23,7 +23,7 @@ from .snapshot import Event, Record, Snapshot, blank, live, now_ms
 from .state import Backend
 from .tasks import Tasks
 from .watchdog import Watchdog
-from .wire import encode, frame, loads, unwire
+from .wire import decode, encode, frame, unwire
 
 log = logging.getLogger("relay")
 READY_WAIT = 1.0  # seconds /readyz waits for the store before saying it is not ready
@@ -88,7 +88,7 @@ class Relay:
         it)."""
         known = None if read else self.hub.current(instance)
         if known is not None:
-            return self.hub.overlay.apply(live(loads(known)))
+            return self.hub.overlay.apply(live(decode(known)))
         try:
             stored = await self.records.get(instance)
         except RelayError:
@@ -212,7 +212,7 @@ class Relay:
         """After a gap in the channel (listener reconnected): put back what Redis may have lost,
         then push fresh snapshots to local viewers."""
         self.hub.recover()
-        seen = {i: Record(snapshot=loads(p)) for i, (_, p) in self.hub.last.items()}
+        seen = {i: Record(snapshot=decode(p)) for i, (_, p) in self.hub.last.items()}
         try:
             await self.records.restore(seen)
         except Exception as exc:

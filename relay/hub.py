@@ -18,7 +18,7 @@ from .metrics import Metrics
 from .ports import Delivery
 from .snapshot import Snapshot, now_ms
 from .state import Broker
-from .wire import encode, frame, loads, socketio_update, unwire
+from .wire import decode, encode, frame, socketio_update, unwire
 
 log = logging.getLogger("relay.hub")
 
@@ -171,7 +171,7 @@ class Hub:
         if fresh and updated:
             self.metrics.lag.observe(max(0.0, (now_ms() - updated) / 1000))
         if self.overlay.active:  # rare: decode only then
-            payload = encode(self.overlay.apply(loads(payload)))
+            payload = encode(self.overlay.apply(decode(payload)))
         sse = self._sse.get(instance, ())
         for viewer in sse:
             viewer.offer(seq, payload)

@@ -18,7 +18,7 @@ from .hub import Hub
 from .metrics import Metrics
 from .ports import Gateway
 from .state import Coordination
-from .wire import loads
+from .wire import decode
 
 log = logging.getLogger("relay")
 # After a gateway recovers, each worker resyncs the instances its viewers watch, this many at a
@@ -91,7 +91,7 @@ class Reachability:
         names = []
         for instance, (_, payload) in self.hub.last.items():
             try:
-                if loads(payload)["upstream"]["name"] == upstream:
+                if decode(payload)["upstream"]["name"] == upstream:
                     names.append(instance)
             except (ValueError, KeyError, TypeError):
                 continue

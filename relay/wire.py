@@ -31,7 +31,8 @@ def compact(value: Any) -> str:
 
 
 def decode(raw: str | bytes) -> Any:
-    """JSON from the store, a channel or a gateway: orjson, else json (which also takes what
+    """JSON from the store, a channel or a gateway (or a snapshot's, where a step must change
+    it, e.g. to mark it paused): orjson, else json (which also takes what
     orjson refuses, e.g. an escaped lone surrogate); ValueError when it is not JSON."""
     try:
         return orjson.loads(raw)
@@ -115,8 +116,3 @@ def socketio_update(payload: str) -> str:
 def sse_update(seq: int, payload: str) -> str:
     """One SSE event carrying an encoded snapshot."""
     return f"event: update\nid: {seq}\ndata: {payload}\n\n"
-
-
-def loads(raw: str) -> Any:
-    """Decode a snapshot's JSON (only where a step must change it, e.g. to mark it paused)."""
-    return decode(raw)
