@@ -8,10 +8,19 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.fixtures import REPO
+
+
+def run_probe(tmp_path: Path, code: str, *args: str, text: bool = True,
+              timeout: float = 60) -> subprocess.CompletedProcess[Any]:
+    """``code`` in a fresh Python started in ``tmp_path``, its argv bench/ and the repository
+    (as the bench scripts put them first on their path), then ``args``."""
+    return subprocess.run([sys.executable, "-c", code, str(REPO / "bench"), str(REPO), *args],
+                          cwd=tmp_path, capture_output=True, text=text, timeout=timeout)
 
 
 @pytest.mark.parametrize("script", ["run.py", "memory.py", "memory_breakdown.py", "hardening.py",
@@ -27,8 +36,7 @@ def test_bench_webhook_body_is_the_fixture_at_the_wanted_size(tmp_path: Path) ->
     probe = ("import sys; sys.path[:0] = sys.argv[1:]; from webhooks import BodyFactory; "
              "f = BodyFactory(6144, 'BENCHtestE'); "
              "sys.stdout.write(f.body(42, 'bench-0001', 0).decode())")
-    result = subprocess.run([sys.executable, "-c", probe, str(REPO / "bench"), str(REPO)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = run_probe(tmp_path, probe)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert abs(len(result.stdout) - 6144) < 64
@@ -41,8 +49,7 @@ def test_bench_storm_request_is_the_captured_webhook(tmp_path: Path) -> None:
     probe = ("import sys; sys.path[:0] = sys.argv[1:]; from storm_load import requests; "
              "before, after = requests(8000, ['storm-7', 'storm-8'])[1]; "
              "sys.stdout.buffer.write(before + b'2026-12-01T21:16:42.697Z' + after)")
-    result = subprocess.run([sys.executable, "-c", probe, str(REPO / "bench"), str(REPO)],
-                            cwd=tmp_path, capture_output=True, timeout=60)
+    result = run_probe(tmp_path, probe, text=False)
     assert result.returncode == 0, result.stderr.decode()
     head, _, raw = result.stdout.partition(b"\r\n\r\n")
     assert head.startswith(b"POST /webhooks/evolution HTTP/1.1\r\n")
@@ -57,8 +64,7 @@ def test_bench_targets_include_the_relay_on_a_cluster(tmp_path: Path) -> None:
     probe = ("import sys; sys.path[:0] = sys.argv[1:]; from params import parse_args; "
              "print(parse_args(None, ['--targets', 'relay,relay-cluster,node']).targets); "
              "parse_args(None, ['--targets', 'cluster'])")
-    result = subprocess.run([sys.executable, "-c", probe, str(REPO / "bench"), str(REPO)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = run_probe(tmp_path, probe)
     assert result.stdout.strip() == "['relay', 'relay-cluster', 'node']", result.stderr
     assert result.returncode == 2 and "unknown target 'cluster'" in result.stderr
 
@@ -102,8 +108,7 @@ def test_bench_cluster_store_is_every_node_and_stops_even_while_starting(tmp_pat
     (also when stopped during its start, as on Ctrl-C), their logs kept."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server not found: run `make test` (it installs it)")
-    result = subprocess.run([sys.executable, "-c", CLUSTER_PROBE, str(REPO / "bench"), str(REPO),
-                             str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run_probe(tmp_path, CLUSTER_PROBE, str(tmp_path), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = json.loads(result.stdout)
     assert out["url"].startswith("redis+cluster://127.0.0.1:") and out["url"].count(",") == 2
