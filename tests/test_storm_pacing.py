@@ -165,7 +165,7 @@ def test_no_storm_holds_full_passes_back_for_longer_than_max_hold(thresholds) ->
 async def test_a_worker_starts_held_and_gives_the_thresholds_back_when_it_stops(thresholds) -> None:
     collector = Collector(every=0.01, quiet=60.0)
     watching = asyncio.ensure_future(collector.watch())
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0)  # its first step
     assert gc.get_threshold()[2] == NEVER
     watching.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -178,13 +178,19 @@ async def test_a_stall_is_logged_with_the_cpu_the_worker_used_meanwhile(caplog) 
     metrics = Metrics()
     watching = asyncio.ensure_future(metrics.watch_loop_lag(0.005))
     caplog.set_level(logging.INFO, logger="relay.metrics")
+    def stalls() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "event loop stalled" in r.getMessage()]
+
     try:
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0)  # its first sleep is under way
         time.sleep(0.08)  # the loop stopped, and the worker off the CPU (asleep)
-        await asyncio.sleep(0.02)
+        for _ in range(200):  # until the probe wakes and says so
+            if stalls():
+                break
+            await asyncio.sleep(0.005)
     finally:
         watching.cancel()
-    lines = [r.getMessage() for r in caplog.records if "event loop stalled" in r.getMessage()]
+    lines = stalls()
     assert lines, caplog.text
     found = re.search(r"stalled for (\d+) ms \(this worker used (\d+) ms of CPU in that (\d+) ms window\)",
                       lines[0])
