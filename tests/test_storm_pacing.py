@@ -1,7 +1,9 @@
 """What keeps a worker's event loop turning through a reconnect storm: the gate that lets idle
-viewers' sockets in a slice per turn (relay/eio/gate.py), and the collector's full passes held
-back while viewers come and go in numbers (relay/collector.py); and the stall log line that says
-whether a stall was the worker's own work or a machine without a free CPU (relay/metrics.py)."""
+viewers' sockets, and every new connection's first request, in a slice per turn
+(relay/eio/gate.py); connections that leave no garbage for the collector; the collector's full
+passes held back while viewers come and go in numbers (relay/collector.py); and the stall log
+line that says whether a stall was the worker's own work or a machine without a free CPU
+(relay/metrics.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,14 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+import websockets
 
 from relay.collector import NEVER, Collector
 from relay.eio.gate import Gate
 from relay.metrics import Metrics
+from tests.support.clients import token
+from tests.support.rawsio import WS_PATH, handshake
+from tests.support.relay import RelayServer
 
 
 class Recorded:
@@ -216,3 +222,62 @@ async def test_one_connection_that_fails_to_come_in_leaves_the_others_read(pairs
         assert "letting a viewer's socket in failed" in caplog.text
     finally:
         gate.close()
+
+
+# The server's objects of one viewer connection; none may outlive it in a reference cycle.
+SERVER_KINDS = {"GuardedHttp", "HttpRequestParser", "FlowControl", "ViewerConnection",
+                "LeanSession", "FrameReader"}
+
+
+async def test_viewers_that_leave_leave_no_garbage_for_the_collector(relay: RelayServer) -> None:
+    """A closed viewer's objects go with their last reference, not at a GC pass: a reconnect
+    storm closes thousands, and each one left in a cycle is work for the collector's next (and,
+    once they reach the oldest generation, longest) pass."""
+    assert relay.app.front is not None
+    gc.collect()
+    gc.disable()
+    try:
+        for k in range(10):
+            async with websockets.connect(f"ws://127.0.0.1:{relay.port}{WS_PATH}") as ws:
+                await handshake(ws, token("*"), f"shop{k % 3}")
+        deadline = time.monotonic() + 10
+        while relay.app.front.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert not relay.app.front.connections, "the server did not see the viewers leave"
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        kinds = Counter(type(o).__name__ for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not {kind: n for kind, n in kinds.items() if kind in SERVER_KINDS}, kinds.most_common(12)
+
+
+async def test_a_new_connection_waits_at_the_gate_until_it_sends(relay: RelayServer) -> None:
+    """Its first request is read when the gate lets it in; later ones freely; the gate forgets
+    it when it closes."""
+    gate = relay.app.front.gate if relay.app.front is not None else None
+    assert gate is not None
+    before = len(gate)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        deadline = time.monotonic() + 5
+        while len(gate) == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(gate) == before + 1, "the new connection is not held by the gate"
+        for _ in range(2):  # the first request through the gate, the second read freely
+            writer.write(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
+            status = await asyncio.wait_for(reader.readline(), 5)
+            assert status.startswith(b"HTTP/1.1 200"), status
+            length = 0
+            while (line := await reader.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+    finally:
+        writer.close()
+    deadline = time.monotonic() + 5
+    while len(gate) > before and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert len(gate) == before, "the gate still holds a closed connection"

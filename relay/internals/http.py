@@ -63,6 +63,7 @@ class GuardedHttp(WebhookFastPath):
         self._refused = False
         self._head_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._gated = -1  # its socket's number while the front's gate holds it (see _gate)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -71,6 +72,32 @@ class GuardedHttp(WebhookFastPath):
             _say("cap", f"refused a connection: {self.cap} are open (the cap; raise the open-file "
                         "limit or RELAY_MAX_CONNECTIONS)")
             self._close()
+            return
+        self._gate()
+
+    def _gate(self) -> None:
+        """A new connection's first request is let in through the viewers' gate
+        (relay/eio/gate.py), a slice per turn of the event loop; later ones are read freely.
+
+        Why: after a blip or a restart, thousands of browsers send their websocket upgrade in the
+        same second, and uvloop would parse every one that arrived in the same turn (~40 µs
+        each; a slow turn lets hundreds pile up). Through the gate a turn reads at most a
+        slice of them. A kept-alive client (a gateway posting webhooks) pays this once."""
+        front = self.app_state.get("front")
+        sock = self.transport.get_extra_info("socket")
+        if front is None or sock is None or self.transport.get_extra_info("sslcontext"):
+            return  # TLS may hold decrypted bytes its socket no longer signals: read freely
+        self.transport.pause_reading()
+        try:
+            front.gate.hold(sock.fileno(), self)
+            self._gated = sock.fileno()
+        except (OSError, ValueError):
+            self.transport.resume_reading()
+
+    def let_in(self) -> None:
+        """The gate's turn came: read from now on (also the end of a client that went away)."""
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _evict_one(self) -> bool:
         """Abort the oldest other connection that has not proved itself yet: one still sending
@@ -180,9 +207,15 @@ class GuardedHttp(WebhookFastPath):
         if front is not None and front.wants(path.decode("latin-1"), query.decode("latin-1")):
             self.connections.discard(self)
             front.take(self.transport, self.scope["headers"], self.connections)
+            # Done with HTTP: break the parser <-> protocol cycle (uvicorn does it in
+            # connection_lost, never called here), so this object goes with its last reference
+            # instead of waiting for a GC pass (a storm leaves thousands).
+            self.parser = None  # type: ignore[assignment]
             return
         super().handle_websocket_upgrade()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._gated >= 0:
+            self.app_state["front"].gate.forget(self._gated, self)
         super().connection_lost(exc)
