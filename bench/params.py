@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from cpushare import scheduling_line
 
 TARGETS = ("relay", "relay-cluster", "node")
 
@@ -103,6 +104,7 @@ def header(p: Params, body_size: int) -> list[str]:
     rates = ",".join(f"{r:g}" for r in p.rates)
     return [
         machine_line(),
+        scheduling_line(),
         f"params: workers={p.workers} clients={p.clients} instances={p.instances} "
         f"(~{p.clients / p.instances:g} viewers/instance) rates={rates} duration={p.duration:g}s "
         f"body={body_size} B grace={p.grace:g}s client-procs={p.client_procs} "

@@ -44,6 +44,7 @@ from params import machine_line  # noqa: E402
 from reconnect_report import LEGEND, Row, markdown_table, text_table  # noqa: E402
 from reconnect_run import StormParams, StormTarget  # noqa: E402
 from run import each_target  # noqa: E402
+from cpushare import scheduling_line, share_cpu  # noqa: E402
 
 from tests.support.fixtures import SHARED  # noqa: E402
 from tests.support.procs import stop_all  # noqa: E402
@@ -149,7 +150,7 @@ def write_outputs(p: StormParams, rows: list[Row], status: str, notes: list[str]
 
 
 def header_lines(p: StormParams) -> list[str]:
-    return [machine_line(),
+    return [machine_line(), scheduling_line(),
             f"params: viewers={p.viewers} instances={p.instances} workers={p.workers} "
             f"scenarios={','.join(p.scenarios)} rate={p.rate:g}/s window={p.window:g}s "
             f"client-procs={p.client_procs} body={p.body_kb:g}KB pre={p.pre:g}s tail={p.tail:g}s "
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     """``make bench-reconnect``: run, print, write; exit 130 when interrupted, 1 when a target
     failed or a viewer did not recover."""
     p = parse_args(argv)
+    share_cpu()
     if shutil.which("redis-server") is None:
         print("redis-server not found on PATH (`make test` installs it)", file=sys.stderr)
         return 2

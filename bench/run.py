@@ -27,6 +27,7 @@ from typing import Any
 # shared with the test suite importable as `tests.support`.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
+from cpushare import share_cpu  # noqa: E402
 from params import Params, budget_seconds, header, parse_args  # noqa: E402
 from report import LEGEND, Row, markdown_table, text_table  # noqa: E402
 from target_run import TargetRun  # noqa: E402
@@ -109,6 +110,7 @@ def write_outputs(p: Params, rows: list[Row], status: str, skipped: list[str]) -
 def main() -> int:
     """``make bench``: run, print, write; exit 130 when interrupted."""
     p = parse_args(__doc__)
+    share_cpu()
     if shutil.which("redis-server") is None:
         print("redis-server not found on PATH (`make test` installs it)", file=sys.stderr)
         return 2

@@ -118,3 +118,36 @@ def test_bench_cluster_store_is_every_node_and_stops_even_while_starting(tmp_pat
         assert not Path(f"/proc/{pid}").exists(), f"redis-server {pid} outlived stop()"
     assert not Path(out["base"]).exists() and not Path(out["late_base"]).exists()
     assert len(list(tmp_path.glob("redis-*-cluster.log"))) == 3
+
+
+CPU_SHARE_PROBE = """
+import subprocess, sys
+sys.path[:0] = sys.argv[1:3]
+from cpushare import share_cpu
+line = share_cpu()
+child = subprocess.run(["cat", "/proc/self/cgroup", "/proc/self/autogroup"], capture_output=True,
+                       text=True).stdout
+print(line)
+print(child)
+"""
+
+
+def test_bench_runs_every_process_as_its_own_cpu_entity(tmp_path: Path) -> None:
+    """Autogroup would schedule the relay's workers (one session) as one group and each Node
+    process as its own: a run moves itself into a CPU cgroup, which its children inherit, or
+    says in its header that it could not."""
+    result = run_probe(tmp_path, CPU_SHARE_PROBE)
+    assert result.returncode == 0, result.stderr
+    line, _, child = result.stdout.partition("\n")
+    assert line.startswith("scheduling: "), line
+    autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    on = autogroup.exists() and autogroup.read_text().strip() == "1"
+    if "this run in CPU cgroup /relay-bench" in line:
+        groups = [entry.split(":", 2) for entry in child.splitlines() if entry.count(":") >= 2]
+        cpu = [path for _, controllers, path in groups if "cpu" in controllers.split(",")] \
+            or [path for number, _, path in groups if number == "0"]
+        assert cpu == ["/relay-bench"], child
+    elif on and "could be made" not in line:
+        assert "where autogroup does not apply" in line, line
+    elif not on:
+        assert "autogroup off" in line, line
