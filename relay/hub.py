@@ -169,14 +169,14 @@ class Hub:
         if instance in self._counts:
             self.last[instance] = (seq, payload)
         if fresh and updated:
-            self.metrics.lag.observe(max(0.0, (now_ms() - updated) / 1000))
+            self.metrics.observe_lag(max(0.0, (now_ms() - updated) / 1000))
         if self.overlay.active:  # rare: decode only then
             payload = encode(self.overlay.apply(decode(payload)))
         sse = self._sse.get(instance, ())
         for viewer in sse:
             viewer.offer(seq, payload)
         count = await self.delivery.send_update(instance, socketio_update(payload))
-        self.metrics.delivered.inc(count + len(sse))
+        self.metrics.count_delivered(count + len(sse))
 
     async def retell(self, instances: list[str] | None = None) -> None:
         """Send the last snapshot again to local viewers (all, or of ``instances``), as the

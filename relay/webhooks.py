@@ -114,14 +114,14 @@ class Webhooks:
         return webhook_allowed(self.secret, authorization, path_secret), rest
 
     def unauthorized(self, core: Relay, upstream: str) -> Answer:
-        core.metrics.webhooks.labels(upstream, "-", "unauthorized").inc()
+        core.metrics.count_webhook(upstream, "-", "unauthorized")
         self.warn_rejected(upstream, 401, "missing or wrong webhook secret")
         return Answer.error(401, "unauthorized", "missing or wrong webhook secret (send it as "
                             "'Authorization: Bearer <secret>' or as the path segment after "
                             f"/webhooks/{upstream}/)", WWW_Authenticate="Bearer")
 
     def too_large(self, core: Relay, upstream: str) -> Answer:
-        core.metrics.webhooks.labels(upstream, "-", "too_large").inc()
+        core.metrics.count_webhook(upstream, "-", "too_large")
         self.warn_rejected(upstream, 413, f"body over {self.max_body} bytes")
         return Answer.error(413, "too_large", f"body over {self.max_body} bytes; subscribe the "
                             "webhook to QR and connection events only")
@@ -133,7 +133,7 @@ class Webhooks:
         try:
             body = decode(raw)  # orjson, else json (the same answers, ~2x faster)
         except (ValueError, RecursionError) as exc:
-            metrics.webhooks.labels(upstream, "-", "bad_json").inc()
+            metrics.count_webhook(upstream, "-", "bad_json")
             self.warn_rejected(upstream, 400, "body is not JSON")
             detail = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:120]
             return Answer.error(400, "bad_json", f"body is not JSON: {detail}")
@@ -142,12 +142,12 @@ class Webhooks:
             check_body(body)
             event = parse(body, hint)
         except BadEventError as exc:
-            metrics.webhooks.labels(upstream, "-", "bad_event").inc()
+            metrics.count_webhook(upstream, "-", "bad_event")
             self.warn_rejected(upstream, 400, exc.detail)
             return Answer.error(400, exc.code, exc.detail)
         if event is None:
             name = body.get("event") if isinstance(body, dict) else None
-            metrics.webhooks.labels(upstream, _label(name), "ignored").inc()
+            metrics.count_webhook(upstream, _label(name), "ignored")
             return IGNORED
         return await self.store(core, upstream, event)
 
@@ -160,16 +160,16 @@ class Webhooks:
             else:
                 await self.inflight.acquire()
         except asyncio.TimeoutError:
-            metrics.webhooks.labels(upstream, event.cause, "busy").inc()
+            metrics.count_webhook(upstream, event.cause, "busy")
             return Answer.error(503, "busy", "the relay is saturated; retry", **RETRY)
         try:
             updated = await core.ingest(event)
         except RelayError as exc:
-            metrics.webhooks.labels(upstream, event.cause, "unavailable").inc()
+            metrics.count_webhook(upstream, event.cause, "unavailable")
             return Answer.error(503, exc.code, exc.detail, **RETRY)
         except Exception as exc:  # e.g. Redis down: the gateway must retry, nothing is lost
             metrics.store_errors.inc()
-            metrics.webhooks.labels(upstream, event.cause, "unavailable").inc()
+            metrics.count_webhook(upstream, event.cause, "unavailable")
             held = self.throttle.ready("store")
             if held is not None:  # an outage fails every webhook: one line every few seconds
                 log.error("could not store a %s event (answered 503, the gateway retries): %s%s",
@@ -179,7 +179,7 @@ class Webhooks:
                                 "retry", **RETRY)
         finally:
             self.inflight.release()
-        metrics.webhooks.labels(upstream, event.cause, "updated" if updated else "unchanged").inc()
+        metrics.count_webhook(upstream, event.cause, "updated" if updated else "unchanged")
         return STORED[updated]
 
 

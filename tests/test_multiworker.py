@@ -131,10 +131,17 @@ async def test_workers_2_on_one_port(redis_server: RedisServer, tmp_path: Path) 
         for viewer in viewers:
             codes = [(await viewer.next_update())["qr"]["code"] for _ in range(4)]
             assert codes == [f"2@n{i},a,b,c" for i in range(4)]
-        # One scrape counts every worker (prometheus multiprocess mode).
+        # One scrape counts every worker (prometheus multiprocess mode); a worker hands its hot
+        # counters over once a second (relay/metrics.py), so the other's may be a second late.
+        wanted = ['relay_webhooks_total{event="qrcode.updated",outcome="updated",upstream="evolution"} 4.0',
+                  "relay_updates_delivered_total 32.0"]
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"{relay.url}/metrics") as resp:
-                text = await resp.text()
+            for _ in range(40):
+                async with session.get(f"{relay.url}/metrics") as resp:
+                    text = await resp.text()
+                if all(line in text for line in wanted):
+                    break
+                await asyncio.sleep(0.1)
         assert "relay_viewers 8.0" in text
         assert 'relay_webhooks_total{event="qrcode.updated",outcome="updated",upstream="evolution"} 4.0' in text
         assert "relay_updates_delivered_total 32.0" in text

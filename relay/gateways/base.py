@@ -92,7 +92,7 @@ class Gateway(abc.ABC):
                 log.error("could not store a %s socket event: %s%s", self.name,
                           exc.__class__.__name__, f" ({held} more since)" if held else "")
             return
-        self.metrics.webhooks.labels(self.name, event.cause, "socket").inc()
+        self.metrics.count_webhook(self.name, event.cause, "socket")
 
     # -- used by the routes (any worker) --------------------------------------------------------
     async def connect(self, instance: str, number: str | None = None) -> None:
