@@ -4,6 +4,8 @@ watchdog's clock, and a deletion told apart from a logout whatever order its eve
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 from typing import Any
 
@@ -172,8 +174,35 @@ async def test_the_watchdog_arms_again_a_timer_that_fired_early() -> None:
     dog.arm("i", deadline)  # Relay.stall: not due yet by the rules, so armed again
     assert "i" in dog._timers
     dog.close()
-    dog._timers.clear()
     past = now_ms() - 1
-    dog._due("i", past)
+    dog.arm("i", past)
+    dog._due("i", past)  # its timer fired
     dog.arm("i", past)  # really passed: not again
     assert "i" not in dog._timers and fired == ["i", "i"]
+    dog.close()
+
+
+async def test_the_watchdog_keeps_its_timer_while_a_deadline_moves_later() -> None:
+    """Each new QR moves the deadline later: the timer is not reset for it (it sets itself
+    again when it comes); a deadline moved earlier resets it. Either way it fires once, not
+    before the deadline wanted last."""
+    fired: list[tuple[str, int]] = []
+    dog = Watchdog(lambda instance: fired.append((instance, now_ms())))
+    start = now_ms()
+    dog.arm("i", start + 40)
+    timer = dog._timers["i"][1]
+    dog.arm("i", start + 120)
+    assert dog._timers["i"][1] is timer  # the same timer
+    dog.arm("j", start + 400)
+    dog.arm("j", start + 60)
+    assert dog._timers["j"][0] == start + 60  # moved earlier: set again
+    for _ in range(300):
+        if len(fired) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # nothing more comes
+    assert sorted(name for name, _ in fired) == ["i", "j"]
+    at = dict(fired)
+    assert at["i"] >= start + 120 and at["j"] >= start + 60
+    assert not dog._timers
+    dog.close()
