@@ -203,10 +203,15 @@ class Relay:
 
     # -- the broker reports here ---------------------------------------------------------------
     async def deliver(self, instance: str, message: str) -> None:
-        self.records.observe(instance, message)
-        await self.hub.deliver(instance, message)
+        try:
+            wired = unwire(message)  # split once, for the cache, the viewers and the watchdog
+        except ValueError:
+            log.error("dropped a malformed message on the channel of one instance")
+            return
+        self.records.observe(instance, wired, len(message))
+        await self.hub.deliver(instance, wired)
         if self.hub.watched(instance):
-            self.watchdog.arm(instance, unwire(message).deadline())
+            self.watchdog.arm(instance, wired.deadline())
 
     async def resume(self, instances: list[str]) -> None:
         """After a gap in the channel (listener reconnected): put back what Redis may have lost,
@@ -224,8 +229,8 @@ class Relay:
                 except RelayError as exc:
                     log.warning("resync of one instance failed: %s", exc.detail)
                     continue
-                await self.hub.deliver(instance, frame(snap["seq"], snap["updatedAt"] or 0,
-                                                       encode(snap)), fresh=False)
+                await self.hub.deliver(instance, unwire(frame(snap["seq"], snap["updatedAt"] or 0,
+                                                              encode(snap))), fresh=False)
                 self.hub.resynced(instance)
 
     async def degrade(self, detail: str) -> None:

@@ -18,7 +18,7 @@ from .metrics import Metrics
 from .ports import Delivery
 from .snapshot import Snapshot, now_ms
 from .state import Broker
-from .wire import decode, encode, frame, socketio_update, unwire
+from .wire import Wired, decode, encode, frame, socketio_update, unwire
 
 log = logging.getLogger("relay.hub")
 
@@ -155,14 +155,10 @@ class Hub:
             del self._sse[instance]
 
     # -- delivery ----------------------------------------------------------------------------
-    async def deliver(self, instance: str, message: str, *, fresh: bool = True) -> None:
-        """A message from the instance's channel (``fresh``) or a re-sent snapshot, in
-        :func:`~relay.wire.message` format: hand it to every local viewer, undecoded."""
-        try:
-            seq, updated, _, _, payload = unwire(message)
-        except ValueError:
-            log.error("dropped a malformed message on the channel of one instance")
-            return
+    async def deliver(self, instance: str, message: Wired, *, fresh: bool = True) -> None:
+        """A message from the instance's channel (``fresh``) or a re-sent snapshot, split
+        (:func:`~relay.wire.unwire`): hand it to every local viewer, undecoded."""
+        seq, updated, _, _, payload = message
         last = self.last.get(instance)
         if last is not None and seq < last[0]:
             return  # a resync read raced a newer update: never show older state
@@ -183,7 +179,7 @@ class Hub:
         overlay shows it now: same seq, only the upstream status differs."""
         for instance, (seq, payload) in list(self.last.items()):
             if instances is None or instance in instances:
-                await self.deliver(instance, frame(seq, 0, payload), fresh=False)
+                await self.deliver(instance, unwire(frame(seq, 0, payload)), fresh=False)
 
     async def degrade(self, detail: str) -> None:
         """The channel listener is down: tell every local viewer, from the last known state."""

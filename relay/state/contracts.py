@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..snapshot import Event, Record, Snapshot
+from ..wire import Wired
 
 
 class BrokerListener(Protocol):
@@ -46,9 +47,9 @@ class Records(Protocol):
         """After the store came back empty, put back what this process knows (records it wrote
         or read, and ``seen``: what it delivered); never overwrites. Returns how many."""
 
-    def observe(self, instance: str, message: str) -> None:
-        """A channel message this process received: the instance's newest record (a cache
-        may keep it, so that the next write needs no read)."""
+    def observe(self, instance: str, message: Wired, size: int) -> None:
+        """A channel message this process received (split; ``size``: its length): the
+        instance's newest record (a cache may keep it, so that the next write needs no read)."""
 
     async def instances(self) -> list[str]:
         """Names of every instance with stored state."""

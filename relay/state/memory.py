@@ -11,7 +11,7 @@ from typing import Any
 from ..logs import Throttle
 from ..rules import apply
 from ..snapshot import Event, Record, Snapshot
-from ..wire import message
+from ..wire import Wired, message
 from .contracts import Backend, BrokerListener
 
 log = logging.getLogger("relay.memory")
@@ -120,7 +120,7 @@ class MemoryRecords:
         await self.broker.publish(event.instance, message(record))
         return record.snapshot
 
-    def observe(self, instance: str, message: str) -> None:
+    def observe(self, instance: str, message: Wired, size: int) -> None:
         """Nothing to cache: the dict is the truth."""
 
     async def restore(self, seen: dict[str, Record]) -> int:

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..rules import apply, quiet_repeat
 from ..snapshot import Event, Record, Snapshot, next_seq
-from ..wire import dump_record, encode, load_record, message, unwire
+from ..wire import Wired, dump_record, encode, load_record, message
 from .recent import Recent
 from .redis_client import COMMAND_TIMEOUT, Client, Keys
 from .redis_lane import Lanes
@@ -97,12 +97,11 @@ class RedisRecords:
         self._cas = client.register_script(CAS.replace("'PUBLISH'", publish))
         self._restore = client.register_script(RESTORE.replace("'PUBLISH'", publish))
 
-    def observe(self, instance: str, message: str) -> None:
+    def observe(self, instance: str, message: Wired, size: int) -> None:
         """A channel message seen by this worker: the newest version of the instance."""
-        wired = unwire(message)
         known = self.recent.version(instance)
-        if known is None or wired.version > known:
-            self.recent.put(instance, wired.version, wired, len(message))
+        if known is None or message.version > known:
+            self.recent.put(instance, message.version, message, size)
 
     async def get(self, instance: str) -> Record | None:
         key = self.keys.record(instance)
