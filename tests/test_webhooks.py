@@ -181,3 +181,19 @@ def refusals_logged(locked_client: Client, caplog: pytest.LogCaptureFixture) -> 
     refused = [r.getMessage() for r in caplog.records if r.name == "relay.webhooks"]
     assert refused == ["refused a webhook from evolution with 401: missing or wrong webhook secret"]  # once
     assert not any("guess" in m or SECRET in m or "PLACEHOLDER" in m for m in refused)
+
+
+def test_the_dedupe_key_is_the_one_earlier_versions_computed() -> None:
+    """Workers of two versions share dedupe keys in Redis during a rolling update: the key must
+    stay the hash of ``json.dumps(parts, sort_keys=True, default=str)``."""
+    import datetime
+    import hashlib
+
+    from relay.gateways.dedupe import dedupe_key
+
+    for parts in (["qrcode.updated", "shop", "2025-10-21T12:00:00.000Z", ["qr", "2@abc,d,e,f", None]],
+                  ["connection.update", "loja-ção", None, {"state": "open", "b": [1, 2.5], "a": True}],
+                  ["shop", "phoneCode", datetime.datetime(2025, 1, 2, 3, 4, 5)]):
+        old = hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(),
+                              digest_size=16).hexdigest()
+        assert dedupe_key(parts) == old

@@ -7,13 +7,12 @@ transport (§0.1), ``count`` is not in events (§0.2), ``date_time`` is local ti
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime
 from typing import Any
 
 from ..errors import BadEventError
 from ..names import HINT, valid_instance
+from .dedupe import dedupe_key
 from .payload import qr_parts
 from ..reasons import Reason, reason
 from ..snapshot import Event, NewQR, Profile
@@ -88,8 +87,7 @@ def parse(body: Any, *, instance_hint: str | None = None) -> Event | None:
     qr_code = qr.get("code") if isinstance(qr, dict) else None
     ident = ["qr", qr_code, qr.get("pairingCode")] if isinstance(qr, dict) and isinstance(
         qr_code, str) else data
-    key_src = json.dumps([name, instance, body.get("date_time"), ident], sort_keys=True, default=str)
-    key = hashlib.blake2b(key_src.encode(), digest_size=16).hexdigest()
+    key = dedupe_key([name, instance, body.get("date_time"), ident])
     common: dict[str, Any] = dict(upstream=NAME, instance=instance, cause=name, gateway_ts=ts,
                                   dedupe_key=key)
 

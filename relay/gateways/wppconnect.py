@@ -8,13 +8,12 @@ name it; there is no "connected" webhook except ``status-find: inChat`` (§8.4);
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from typing import Any
 
 from ..errors import BadEventError
 from ..names import HINT, valid_instance
+from .dedupe import dedupe_key
 from .payload import qr_parts
 from ..reasons import reason
 from ..snapshot import Event, NewQR
@@ -49,11 +48,6 @@ STATUS_FIND: dict[str, tuple[str | None, str | None, str | None, bool]] = {
 # Generic closes that never hide a more telling reason already shown (browserClose follows
 # disconnectedMobile and autocloseCalled, in either order).
 WEAK = ("browserClose", "serverClose")
-
-
-def _key(parts: list[Any]) -> str:
-    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(),
-                           digest_size=16).hexdigest()
 
 
 def _session(body: dict[str, Any], hint: str | None) -> str:
@@ -93,14 +87,14 @@ def parse_webhook(body: Any, *, session_hint: str | None = None) -> Event | None
         code, image = qr_parts(code if isinstance(code, str) and code else None, image, "qrcode")
         return Event(**common, state="connecting", clear_profile=True,
                      qr=NewQR(code=code if isinstance(code, str) and code else None, image=image),
-                     dedupe_key=_key([session, name, code, image]))
+                     dedupe_key=dedupe_key([session, name, code, image]))
     if name == "phoneCode":
         pairing = body.get("phoneCode")
         if not isinstance(pairing, str) or not pairing:
             raise BadEventError("phoneCode: needs 'phoneCode'")
         return Event(**common, state="connecting",
                      qr=NewQR(code=None, image=None, pairing_code=pairing),
-                     dedupe_key=_key([session, "phoneCode", pairing]))  # = the socket's copy
+                     dedupe_key=dedupe_key([session, "phoneCode", pairing]))  # = the socket's copy
     if name == "status-find":
         status = body.get("status")
         if not isinstance(status, str):
@@ -155,14 +149,14 @@ def parse_socket(event_name: str, data: Any) -> Event | None:
         # No `urlcode` on the socket: an image-only QR, merged with the webhook's copy (which
         # has the code) by the rules.
         return Event(**common, state="connecting", clear_profile=True,
-                     qr=NewQR(code=None, image=image), dedupe_key=_key([session, event_name, image]))
+                     qr=NewQR(code=None, image=image), dedupe_key=dedupe_key([session, event_name, image]))
     if event_name == "phoneCode":
         pairing = data.get("data")
         if not isinstance(pairing, str) or not pairing:
             raise BadEventError("phoneCode: 'data' must be the link code")
         return Event(**common, state="connecting",
                      qr=NewQR(code=None, image=None, pairing_code=pairing),
-                     dedupe_key=_key([session, "phoneCode", pairing]))
+                     dedupe_key=dedupe_key([session, "phoneCode", pairing]))
     if data.get("status") is not True:  # session-logged is always {status: true}
         return None
     return Event(**common, state="open", clear_qr=True)
