@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from params import Params
+from reconnect_probes import gc_note, relay_gc_pauses
 from report import Row, percentile, text_table
+from restarts import relay_stalls
 from scoring import StepScore, expected, score
 from stores import RedisStore, new_store
 from targets import Server, TargetUnavailable, start_node, start_relay
@@ -64,8 +66,10 @@ class TargetRun:
             self.server = await asyncio.to_thread(start_node, p.workers, redis, f"bench{self.run_tag}",
                                                   self.log_dir, p.start_timeout)
         else:
+            # At INFO the relay logs each stall of 50 ms or more with its CPU meanwhile (notes).
             self.server = await asyncio.to_thread(start_relay, p.workers, redis, self.log_dir,
-                                                  p.start_timeout, None, self.name)
+                                                  p.start_timeout, {"RELAY_LOG_LEVEL": "info"},
+                                                  self.name)
         server = self.server
         await self._settle_workers(server)
         print(f"[{self.name}] up on ports {server.ports}, {redis.describe()}", flush=True)
@@ -208,6 +212,10 @@ class TargetRun:
                     cpu_seconds([os.getpid()]), machine_busy_seconds())
 
         by_node0 = [cpu_seconds([pid]) for pid in redis_pids]
+        relay = self.name != "node"
+        logs = {proc.log_path: proc.log_path.stat().st_size for proc in self.server.procs} \
+            if relay else {}
+        gc0 = await relay_gc_pauses(self.server.ports[0]) if relay else None
         before, w0 = cpu(), time.monotonic()
         res = await self.load.run(first, rate, duration)
         self.next_eid += res.count
@@ -229,6 +237,14 @@ class TargetRun:
         if lag is not None:
             pause = f"{max(lag) * 1e3:.1f}" if lag else "none"
             notes.append(f"{LAG_GAUGE} samples (ms): {sorted({round(v * 1e3, 1) for v in lag})}")
+        if relay:
+            stalls = sorted(relay_stalls(logs), key=lambda s: -s[1])
+            if stalls:
+                notes.append("relay stalls of 50 ms or more it logged (ran = the worker's CPU in "
+                             "the stall's window): " + ", ".join(
+                                 f"{s * 1e3:.0f} ms" + (f" (ran {r * 1e3:.0f} ms)" if r is not None else "")
+                                 for _, s, r in stalls[:8]))
+            notes.append(gc_note(gc0, await relay_gc_pauses(self.server.ports[0])))
         notes += self._step_notes(res.errors, res.max_schedule_lag_ms, sc, d.unmatched, d.disconnects)
         if not sc.accepted:
             notes.insert(0, f"no 2xx: statuses {sorted(set(res.status))[:5]}")
