@@ -10,7 +10,6 @@ needs nothing older); Socket.IO viewers that fall behind are the delivery adapte
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
@@ -19,8 +18,6 @@ from .ports import Delivery
 from .snapshot import Snapshot, now_ms
 from .state import Broker
 from .wire import Wired, decode, encode, frame, socketio_update, unwire
-
-log = logging.getLogger("relay.hub")
 
 
 class SSEViewer:
