@@ -19,7 +19,7 @@ from ..errors import AuthError
 from ..viewers import Sessions
 from ..wire import compact
 from .frames import CLOSE, PING, TEXT, FrameError, FrameReader, close_frame, frame
-from .gate import Gate
+from .gate import Gate, socket_number
 from .pacer import TASK_COST, Pacer
 from .rooms import Rooms
 
@@ -81,24 +81,17 @@ class ViewerConnection(asyncio.Protocol):
         self.closing = False
         self.expires_at = 0.0
         self._chain: asyncio.Task[None] | None = None  # one client event at a time, in order
-        # Its socket's number for the gate (-1: read freely; TLS may hold decrypted bytes the
-        # socket no longer signals).
-        sock = transport.get_extra_info("socket")
-        self.fd = -1 if sock is None or transport.get_extra_info("sslcontext") else sock.fileno()
+        self.fd = socket_number(transport)  # for the gate (-1: read freely)
 
     # -- the gate (see :mod:`.gate`) ------------------------------------------------------------
     def hold(self) -> None:
         """Idle: stop reading until the gate lets this connection in."""
         if self.closing:
             return
-        if self.fd >= 0:
-            self.transport.pause_reading()
-            try:
-                self.front.gate.hold(self.fd, self)
-                return
-            except (OSError, ValueError):
-                self.fd = -1  # the gate cannot watch it: read it freely
-        self.transport.resume_reading()
+        if self.fd >= 0 and not self.front.gate.pause(self.transport, self.fd, self):
+            self.fd = -1  # the gate cannot watch it: read it freely from now on
+        if self.fd < 0:
+            self.transport.resume_reading()
 
     def let_in(self) -> None:
         if not self.closing and not self.transport.is_closing():

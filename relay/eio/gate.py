@@ -32,6 +32,13 @@ class Gated(Protocol):
     def let_in(self) -> None: ...
 
 
+def socket_number(transport: asyncio.BaseTransport) -> int:
+    """The number of the socket under ``transport`` for the gate to watch, or -1: read it freely
+    (no socket, or TLS, which may hold decrypted bytes its socket no longer signals)."""
+    sock = transport.get_extra_info("socket")
+    return -1 if sock is None or transport.get_extra_info("sslcontext") else sock.fileno()
+
+
 class Gate:
     """One epoll set of paused viewer sockets, drained ``per_turn`` at a time."""
 
@@ -54,6 +61,17 @@ class Gate:
         except FileExistsError:  # held before (a one-shot watch stays registered): re-arm it
             self._epoll.modify(fd, EVENTS)
         self._held[fd] = conn
+
+    def pause(self, transport: asyncio.Transport, fd: int, conn: Gated) -> bool:
+        """Stop reading ``transport`` and hold its socket ``fd`` for ``conn``; False (and reading
+        again) when the gate cannot watch it."""
+        transport.pause_reading()
+        try:
+            self.hold(fd, conn)
+            return True
+        except (OSError, ValueError):
+            transport.resume_reading()
+            return False
 
     def forget(self, fd: int, conn: Gated) -> None:
         """``conn`` is closing: stop watching its socket (unless the number is another's now)."""

@@ -18,6 +18,7 @@ import resource
 from dataclasses import dataclass
 from typing import Any
 
+from ..eio.gate import socket_number
 from ..logs import Throttle
 from .fastpath import WebhookFastPath
 
@@ -84,15 +85,9 @@ class GuardedHttp(WebhookFastPath):
         each; a slow turn lets hundreds pile up). Through the gate a turn reads at most a
         slice of them. A kept-alive client (a gateway posting webhooks) pays this once."""
         front = self.app_state.get("front")
-        sock = self.transport.get_extra_info("socket")
-        if front is None or sock is None or self.transport.get_extra_info("sslcontext"):
-            return  # TLS may hold decrypted bytes its socket no longer signals: read freely
-        self.transport.pause_reading()
-        try:
-            front.gate.hold(sock.fileno(), self)
-            self._gated = sock.fileno()
-        except (OSError, ValueError):
-            self.transport.resume_reading()
+        fd = socket_number(self.transport)
+        if front is not None and fd >= 0 and front.gate.pause(self.transport, fd, self):
+            self._gated = fd
 
     def let_in(self) -> None:
         """The gate's turn came: read from now on (also the end of a client that went away)."""
