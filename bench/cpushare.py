@@ -84,7 +84,8 @@ def share_cpu() -> str:
         except OSError as err:
             _line = ("scheduling: autogroup ON, and no CPU cgroup could be made "
                      f"({err.strerror or err}): each session is scheduled as one group, so the "
-                     "relay's workers share one while each Node process has its own")
+                     "relay's workers share one while each Node process has its own (run as root "
+                     "to schedule every process on its own)")
         else:
             _line = (f"scheduling: this run in CPU cgroup /{NAME}, where autogroup does not "
                      "apply: every process scheduled on its own, as in a container")

@@ -99,6 +99,13 @@ class StallSamples:
     scrape_ms: list[float] = field(default_factory=list)  # how long each /metrics took to answer
     ran: dict[int, float] = field(default_factory=dict)  # Node: sample time -> CPU s in its window
 
+    def add_logged(self, stalls: list[tuple[int, float, float | None]]) -> None:
+        """Stalls a server logged (``restarts.relay_stalls``): (end ns, seconds, CPU s or None)."""
+        for at, seconds, ran in stalls:
+            self.values.append((at, seconds))
+            if ran is not None:
+                self.ran[at] = ran
+
     def noted(self, t0_ns: int, t1_ns: int, at_least: float = 0.05) -> str:
         """The stalls of ``at_least`` s or more between the two times, with the CPU time the
         process used in each one's window (Node's probe; the relay logs its own)."""

@@ -206,10 +206,7 @@ class StormTarget:
             await lag_task
             # Scrapes reach one worker at a time and are slow in a storm: a worker's stall can
             # end its peak unread. The stalls it logged (50 ms and more) count as well.
-            for at, seconds, ran in relay_stalls(log_offsets):
-                lag.values.append((at, seconds))
-                if ran is not None:
-                    lag.ran[at] = ran
+            lag.add_logged(relay_stalls(log_offsets))
         else:
             read_node_lag(sorted({proc.log_path for proc in server.procs} | set(log_offsets)), lag)
         c = await pool.collect()

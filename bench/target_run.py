@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from params import Params
-from reconnect_probes import gc_note, relay_gc_pauses
+from reconnect_probes import StallSamples, gc_note, relay_gc_pauses
 from report import Row, percentile, text_table
 from restarts import relay_stalls
 from scoring import StepScore, expected, score
@@ -216,7 +216,7 @@ class TargetRun:
         logs = {proc.log_path: proc.log_path.stat().st_size for proc in self.server.procs} \
             if relay else {}
         gc0 = await relay_gc_pauses(self.server.ports[0]) if relay else None
-        before, w0 = cpu(), time.monotonic()
+        before, w0, t0_ns = cpu(), time.monotonic(), time.time_ns()
         res = await self.load.run(first, rate, duration)
         self.next_eid += res.count
         owed = expected(res, self.viewers_of)
@@ -238,12 +238,11 @@ class TargetRun:
             pause = f"{max(lag) * 1e3:.1f}" if lag else "none"
             notes.append(f"{LAG_GAUGE} samples (ms): {sorted({round(v * 1e3, 1) for v in lag})}")
         if relay:
-            stalls = sorted(relay_stalls(logs), key=lambda s: -s[1])
-            if stalls:
-                notes.append("relay stalls of 50 ms or more it logged (ran = the worker's CPU in "
-                             "the stall's window): " + ", ".join(
-                                 f"{s * 1e3:.0f} ms" + (f" (ran {r * 1e3:.0f} ms)" if r is not None else "")
-                                 for _, s, r in stalls[:8]))
+            logged = StallSamples()
+            logged.add_logged(relay_stalls(logs))
+            if worst := logged.noted(t0_ns, time.time_ns()):
+                notes.append("relay stalls of 50 ms or more it logged, largest first (ran = the "
+                             f"worker's CPU in the stall's window; at = from the step's start): {worst}")
             notes.append(gc_note(gc0, await relay_gc_pauses(self.server.ports[0])))
         notes += self._step_notes(res.errors, res.max_schedule_lag_ms, sc, d.unmatched, d.disconnects)
         if not sc.accepted:

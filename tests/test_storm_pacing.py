@@ -266,7 +266,7 @@ async def test_a_new_connection_waits_at_the_gate_until_it_sends(relay: RelaySer
         while len(gate) == before and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert len(gate) == before + 1, "the new connection is not held by the gate"
-        for _ in range(2):  # the first request through the gate, the second read freely
+        for _ in range(2):  # the first request comes in through the gate; both are answered
             writer.write(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
             status = await asyncio.wait_for(reader.readline(), 5)
             assert status.startswith(b"HTTP/1.1 200"), status
